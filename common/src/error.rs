@@ -22,7 +22,11 @@ pub struct ErrorBody {
 }
 
 impl ErrorEnvelope {
-    pub fn new(kind: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self { error: ErrorBody { kind: kind.into(), code: code.into(), message: message.into() } }
     }
 }
