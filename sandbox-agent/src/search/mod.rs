@@ -1,0 +1,1 @@
+//! File search and web search capabilities of the agent.
