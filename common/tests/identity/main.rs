@@ -1,0 +1,8 @@
+//! Real mTLS handshakes over loopback TCP for both identity sources (PEM files and the SPIFFE
+//! Workload API), rotation while connections continue, and every refusal the policy promises.
+
+mod fake_workload_api;
+mod files;
+mod refusals;
+mod support;
+mod workload_api;
