@@ -20,11 +20,13 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Requests recorded before recording stops (0 = never record).
     pub record_limit: usize,
+    /// Serve the `/_scripted/` control API (see the `admin` module); for the binary.
+    pub admin: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, record_limit: usize::MAX }
+        Self { max_body_bytes: 16 * 1024 * 1024, record_limit: usize::MAX, admin: false }
     }
 }
 
@@ -54,7 +56,7 @@ impl ScriptedBackend {
     pub async fn start_with(addr: SocketAddr, options: Options) -> Result<Self> {
         let listener = server::bind(addr).await?;
         let addr = listener.local_addr().map_err(|source| crate::Error::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(options.max_body_bytes, options.record_limit));
+        let shared = Arc::new(Shared::new(&options));
         let (shutdown, stop) = watch::channel(false);
         let server = tokio::spawn(server::run(listener, shared.clone(), stop));
         Ok(Self { shared, addr, shutdown, server: Some(server) })
@@ -146,6 +148,7 @@ impl ScriptedBackend {
 
     /// Stops accepting, closes open connections and waits for the server task.
     pub async fn shutdown(mut self) {
+        self.shared.recorder.close();
         let _ = self.shutdown.send(true);
         if let Some(server) = self.server.take() {
             let _ = server.await;
@@ -161,6 +164,7 @@ impl ScriptedBackend {
 
 impl Drop for ScriptedBackend {
     fn drop(&mut self) {
+        self.shared.recorder.close();
         let _ = self.shutdown.send(true);
     }
 }

@@ -27,6 +27,7 @@
 //! - `reply`: what to say: echo and truncation, deltas, tool-call fragments, token counts.
 //! - `wire`: the JSON shapes (completion, chunk, usage, logprobs, models, error).
 //! - `sse`: renders the chunk events and sends them with delays and mid-stream failures.
+//! - `admin`: optional `/_scripted/` HTTP control API (queue, scripts, records) for the binary.
 //! - `record`: [`RecordedRequest`]s and [`Cancellation`]s (a client gone before the end).
 //! - `error`: the crate's [`Error`].
 //!
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod backend;
 mod book;
 mod error;

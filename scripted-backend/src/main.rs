@@ -25,9 +25,14 @@ struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Requests kept in memory for inspection (0 = none).
-    #[arg(long, default_value_t = 0)]
+    /// Requests kept in memory for inspection through the admin API (0 = none).
+    #[arg(long, default_value_t = 10_000)]
     record_limit: usize,
+    /// Serve the /_scripted/ control API: POST /_scripted/queue, PUT /_scripted/models/NAME,
+    /// PUT /_scripted/default (a JSON script each), GET|DELETE /_scripted/requests,
+    /// GET /_scripted/cancellations.
+    #[arg(long)]
+    admin: bool,
 }
 
 /// Exit code for a bad script file (after clap's 2 for bad arguments).
@@ -49,8 +54,11 @@ fn main() -> ExitCode {
         .build()
         .expect("building the tokio runtime");
     runtime.block_on(async move {
-        let options =
-            Options { max_body_bytes: args.max_body_bytes, record_limit: args.record_limit };
+        let options = Options {
+            max_body_bytes: args.max_body_bytes,
+            record_limit: if args.admin { args.record_limit } else { 0 },
+            admin: args.admin,
+        };
         let backend = match ScriptedBackend::start_with(args.listen, options).await {
             Ok(backend) => backend,
             Err(error) => {

@@ -1,7 +1,7 @@
 //! What tests assert on: every request received, and every streaming reply whose client went
 //! away before the end (with the `Instant` it was noticed).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,12 @@ pub(crate) struct Recorder {
     enabled: AtomicBool,
     /// Recording stops at this many requests, so a long benchmark cannot grow memory forever.
     limit: usize,
+    /// `requests.len()`, readable without the lock on the hot path.
+    recorded: AtomicUsize,
+    /// Set on shutdown: connections aborted then are not client cancellations.
+    closing: AtomicBool,
+    /// When the backend started; the admin API reports times relative to it.
+    pub started: Instant,
     requests: Mutex<Vec<RecordedRequest>>,
     cancellations: Mutex<Vec<Cancellation>>,
     changed: Notify,
@@ -53,6 +59,9 @@ impl Recorder {
         Self {
             enabled: AtomicBool::new(limit > 0),
             limit,
+            recorded: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            started: Instant::now(),
             requests: Mutex::new(Vec::new()),
             cancellations: Mutex::new(Vec::new()),
             changed: Notify::new(),
@@ -63,8 +72,13 @@ impl Recorder {
         self.enabled.store(enabled, Ordering::Relaxed);
     }
 
+    /// Whether a request arriving now would be recorded (on, and not full).
     pub fn is_enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.enabled.load(Ordering::Relaxed) && self.recorded.load(Ordering::Relaxed) < self.limit
+    }
+
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 
     /// Stores the request; returns its index, or `None` when recording is off or full.
@@ -78,6 +92,7 @@ impl Recorder {
                 return None;
             }
             requests.push(request);
+            self.recorded.store(requests.len(), Ordering::Relaxed);
             requests.len() - 1
         };
         self.changed.notify_waiters();
@@ -85,6 +100,9 @@ impl Recorder {
     }
 
     pub fn cancel(&self, cancellation: Cancellation) {
+        if self.closing.load(Ordering::Relaxed) {
+            return;
+        }
         lock(&self.cancellations).push(cancellation);
         self.changed.notify_waiters();
     }
@@ -98,7 +116,10 @@ impl Recorder {
     }
 
     pub fn clear(&self) {
-        lock(&self.requests).clear();
+        let mut requests = lock(&self.requests);
+        requests.clear();
+        self.recorded.store(0, Ordering::Relaxed);
+        drop(requests);
         lock(&self.cancellations).clear();
     }
 

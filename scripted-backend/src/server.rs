@@ -27,7 +27,7 @@ use crate::record::{CancelGuard, RecordedRequest, Recorder};
 use crate::request::ChatRequest;
 use crate::script::{Failure, HttpError};
 use crate::sse::{MidStream, SseBody};
-use crate::{reply, sse, wire};
+use crate::{admin, reply, sse, wire};
 
 /// Listed by `GET /v1/models` when no model is scripted or named.
 pub const DEFAULT_MODEL: &str = "scripted-echo";
@@ -39,15 +39,18 @@ pub(crate) struct Shared {
     /// Numbers replies: `chatcmpl-scripted-N`, `call_N_i`.
     sequence: AtomicU64,
     max_body_bytes: usize,
+    /// Serve the `/_scripted/` control API.
+    admin: bool,
 }
 
 impl Shared {
-    pub fn new(max_body_bytes: usize, record_limit: usize) -> Self {
+    pub fn new(options: &crate::Options) -> Self {
         Self {
             book: Book::new(),
-            recorder: Arc::new(Recorder::new(record_limit)),
+            recorder: Arc::new(Recorder::new(options.record_limit)),
             sequence: AtomicU64::new(1),
-            max_body_bytes,
+            max_body_bytes: options.max_body_bytes,
+            admin: options.admin,
         }
     }
 }
@@ -109,6 +112,24 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         }
         Err(error) => Err(Error::ReadBody(error.to_string())),
     };
+    if shared.admin && parts.uri.path().starts_with(admin::PREFIX) {
+        let answer =
+            bytes.and_then(|bytes| admin::handle(&shared, &parts.method, parts.uri.path(), &bytes));
+        return Ok(match answer {
+            Ok(answer) => {
+                let status = admin::status(&answer);
+                match answer {
+                    admin::Answer::Json(body) => json(status, body),
+                    admin::Answer::Done => {
+                        let mut response = Response::new(Body::Full(None));
+                        *response.status_mut() = status;
+                        response
+                    }
+                }
+            }
+            Err(error) => error_response(&error),
+        });
+    }
     let response = match (&parts.method, parts.uri.path(), bytes) {
         (_, _, Err(error)) => Err(error),
         (&Method::POST, "/v1/chat/completions", Ok(bytes)) => {

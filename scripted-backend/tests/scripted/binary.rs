@@ -165,3 +165,90 @@ async fn a_bad_script_file_exits_64_naming_the_field() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("--script"));
 }
+
+#[tokio::test]
+async fn the_admin_api_scripts_and_reports() {
+    let (mut child, base_url) = spawn(&["--admin"]).await;
+    let root = base_url.strip_suffix("/v1").expect("base URL ends in /v1");
+    let url = format!("{base_url}/chat/completions");
+    let admin = |path: &str| format!("{root}/_scripted/{path}");
+
+    let put = client()
+        .put(admin("models/slow"))
+        .body(r#"{"content": "abcdef", "chunk_chars": 1, "chunk_delay_ms": 100}"#)
+        .send()
+        .await
+        .expect("PUT model script");
+    assert_eq!(put.status(), 204);
+    let queued =
+        client().post(admin("queue")).body(r#"{"content": "queued"}"#).send().await.expect("POST");
+    assert_eq!(queued.status(), 204);
+    let bad = client().post(admin("queue")).body(r#"{"contents": 1}"#).send().await.expect("POST");
+    assert_eq!(bad.status(), 400);
+    let error: Value = bad.json().await.expect("JSON error");
+    assert!(error["error"]["message"].as_str().expect("message").contains("contents"));
+
+    let ask = json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]});
+    let body: Value = client()
+        .post(&url)
+        .header("x-test", "1")
+        .json(&ask)
+        .send()
+        .await
+        .expect("sending")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["choices"][0]["message"]["content"], "queued");
+
+    let mut streaming = ask.clone();
+    streaming["stream"] = json!(true);
+    let response = client().post(&url).json(&streaming).send().await.expect("sending");
+    let mut stream = futures::StreamExt::boxed(response.bytes_stream());
+    futures::StreamExt::next(&mut stream).await.expect("a chunk").expect("bytes");
+    drop(stream);
+
+    let mut cancellations = Value::Null;
+    for _ in 0..50 {
+        cancellations = client()
+            .get(admin("cancellations"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        if cancellations.as_array().is_some_and(|list| !list.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cancellations[0]["model"], "slow");
+    assert_eq!(cancellations[0]["request_index"], 1);
+
+    let requests: Value =
+        client().get(admin("requests")).send().await.expect("GET").json().await.expect("JSON");
+    assert_eq!(requests.as_array().map(Vec::len), Some(2), "admin calls are not recorded");
+    assert_eq!(requests[0]["headers"]["x-test"], "1");
+    assert_eq!(requests[0]["body"], ask);
+    assert_eq!(requests[1]["body"]["stream"], true);
+
+    let cleared = client().delete(admin("requests")).send().await.expect("DELETE");
+    assert_eq!(cleared.status(), 204);
+    let requests: Value =
+        client().get(admin("requests")).send().await.expect("GET").json().await.expect("JSON");
+    assert_eq!(requests, json!([]));
+
+    child.start_kill().expect("stopping the binary");
+    child.wait().await.expect("reaping the binary");
+}
+
+#[tokio::test]
+async fn without_admin_the_control_api_is_absent() {
+    let (mut child, base_url) = spawn(&[]).await;
+    let root = base_url.strip_suffix("/v1").expect("base URL ends in /v1");
+    let response = client().get(format!("{root}/_scripted/requests")).send().await.expect("GET");
+    assert_eq!(response.status(), 404);
+    child.start_kill().expect("stopping the binary");
+    child.wait().await.expect("reaping the binary");
+}
