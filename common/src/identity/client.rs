@@ -6,6 +6,11 @@ use super::policy::PeerPolicy;
 use super::source::SharedSource;
 use super::tls::client_config;
 
+/// Idle pooled connections are dropped after this, before the server's
+/// [`super::server::DEFAULT_HEADER_READ_TIMEOUT`] closes them: reusing a connection the server is
+/// closing at that moment would fail a request.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A `reqwest::ClientBuilder` with our mTLS configuration and `https_only` set (an `http://`
 /// URL would bypass mTLS, so it fails instead). Add timeouts and pool settings, then `build()`.
 ///
@@ -16,7 +21,11 @@ pub fn mtls_client_builder(
     servers: PeerPolicy,
 ) -> Result<reqwest::ClientBuilder> {
     let tls = client_config(source, servers)?;
-    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls).https_only(true).tcp_nodelay(true))
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(true)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT))
 }
 
 /// [`mtls_client_builder`] with reqwest's defaults.

@@ -21,6 +21,51 @@
 //! verified only against the bundle of the trust domain its own SPIFFE ID names; an empty policy
 //! allows nobody; host names are never checked (SVIDs carry URI SANs only). Only the `ring`
 //! provider is used, and TLS 1.2 is never negotiated.
+//!
+//! # Usage
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use antwort_common::identity::{
+//!     IdentityConfig, IdentitySource as _, MtlsServer, PeerPolicy, PeerRule, PeerSpiffeId,
+//!     mtls_client_builder, wait_ready,
+//! };
+//! use axum::{Extension, Router, routing::get};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! // 1. The source, from the `identity:` config section; it starts in the background.
+//! let config: IdentityConfig =
+//!     serde_yaml_ng::from_str("source: files\ndir: /var/run/secrets/spiffe.io")?;
+//! let source = config.start()?;
+//! // `/readyz` answers `source.is_ready()`; a binary may also wait at startup:
+//! wait_ready(source.as_ref(), Duration::from_secs(30)).await?;
+//!
+//! // 2. Serve a Router over mTLS to the peers the config allows; handlers get the peer's ID.
+//! let allowed: PeerPolicy = serde_yaml_ng::from_str(
+//!     "- id: spiffe://antwort.local/ns/antwort/sa/gateway\n\
+//!      - trust_domain: antwort.local\n  path_prefix: /ns/antwort/sa/pool-manager",
+//! )?;
+//! let router = Router::new().route(
+//!     "/whoami",
+//!     get(|Extension(peer): Extension<PeerSpiffeId>| async move { peer.to_string() }),
+//! );
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+//! let shutdown = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! let server = MtlsServer::new(source.clone(), allowed)?;
+//! let serving = tokio::spawn(server.serve(listener, router, shutdown));
+//!
+//! // 3. A client that talks only to sandbox agents (server authorized by SPIFFE ID, not host).
+//! let agents = PeerPolicy::new([PeerRule::prefix("antwort.local", "/ns/antwort-sandboxes/")?]);
+//! let client = mtls_client_builder(source.clone(), agents)?
+//!     .timeout(Duration::from_secs(30))
+//!     .build()?;
+//! let answer = client.get("https://10.0.0.7:8443/v1/sessions").send().await?;
+//! # drop((answer, serving));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod config;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use spiffe::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -41,16 +42,29 @@ impl std::ops::Deref for PeerSpiffeId {
 pub struct MtlsServer {
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    header_read_timeout: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for MtlsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MtlsServer").field("handshake_timeout", &self.handshake_timeout).finish()
+        f.debug_struct("MtlsServer")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
 /// How long a client may take to complete the TLS handshake before we drop it.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's headers may take to arrive, and how long an idle keep-alive connection
+/// is kept (hyper applies the same timer to both). Clients should idle out sooner: the reqwest
+/// client from [`super::mtls_client_builder`] drops idle connections after
+/// [`super::client::POOL_IDLE_TIMEOUT`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; at the limit, accepting pauses until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -64,7 +78,25 @@ impl MtlsServer {
     /// without mandatory client authentication would serve requests without a [`PeerSpiffeId`],
     /// and such requests are refused with a closed connection).
     pub fn from_config(config: Arc<rustls::ServerConfig>) -> Self {
-        Self { acceptor: TlsAcceptor::from(config), handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+        Self {
+            acceptor: TlsAcceptor::from(config),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    /// Sets the request-header (and keep-alive idle) timeout (default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`]).
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets the connection limit (default [`DEFAULT_MAX_CONNECTIONS`]; at least 1).
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
     }
 
     /// Sets the TLS handshake timeout (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
@@ -87,13 +119,18 @@ impl MtlsServer {
         let draining = CancellationToken::new();
         // Owned: dropping the set aborts the connections, so nothing outlives `serve`.
         let mut connections = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {
+            // Reap finished connections so the set does not grow without bound.
+            while connections.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => accepted,
-                // Reap finished connections so the set does not grow without bound.
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
             let (stream, remote) = match accepted {
                 Ok(accepted) => accepted,
@@ -110,6 +147,7 @@ impl MtlsServer {
                 if let Err(reason) = this.connection(stream, router, draining).await {
                     tracing::debug!(%remote, %reason, "connection closed");
                 }
+                drop(slot);
             });
         }
         drop(listener);
@@ -144,6 +182,7 @@ impl MtlsServer {
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
             .serve_connection(TokioIo::new(tls), service)
             .with_upgrades();
         tokio::pin!(connection);

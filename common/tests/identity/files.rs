@@ -184,3 +184,55 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_stops_accepting() {
     let refused = tokio::net::TcpStream::connect(server.addr).await;
     assert!(refused.is_err(), "still accepting after shutdown");
 }
+
+/// An mTLS server on the agent's SVID, configured by `configure`, serving [`TestServer`]'s routes.
+async fn custom_server(
+    pki: &Pki,
+    configure: impl FnOnce(antwort_common::identity::MtlsServer) -> antwort_common::identity::MtlsServer,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<antwort_common::identity::Result<()>>) {
+    let agent = pki.file_source("agent", AGENT).await;
+    let server = configure(
+        antwort_common::identity::MtlsServer::new(agent, policy(&[GATEWAY])).expect("server"),
+    );
+    let router = axum::Router::new().route("/whoami", axum::routing::get(|| async { "hi" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (addr, tokio::spawn(server.serve(listener, router, std::future::pending())))
+}
+
+#[tokio::test]
+async fn connection_limit_holds_new_connections_until_one_closes() {
+    let pki = Pki::new();
+    let (addr, task) = custom_server(&pki, |s| s.with_max_connections(1)).await;
+    let gateway = pki.file_source("gateway", GATEWAY).await;
+    let tls = || client_config(gateway.clone(), policy(&[AGENT])).expect("client config");
+
+    let mut first = KeepAlive::over(tls_connect(tls(), addr).await.expect("first")).await;
+    assert_eq!(first.get("/whoami").await, Ok("hi".to_owned()));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("TCP backlog accepts");
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut second = Box::pin(connector.connect(name, tcp));
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut second).await;
+    assert!(early.is_err(), "a second connection was served beyond the limit");
+
+    drop(first);
+    let second = tokio::time::timeout(WAIT, second).await.expect("served once a slot freed");
+    let mut second = KeepAlive::over(second.expect("handshake")).await;
+    assert_eq!(second.get("/whoami").await, Ok("hi".to_owned()));
+    task.abort();
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_the_header_read_timeout() {
+    let pki = Pki::new();
+    let (addr, task) =
+        custom_server(&pki, |s| s.with_header_read_timeout(Duration::from_millis(300))).await;
+    let gateway = pki.file_source("gateway", GATEWAY).await;
+    let tls = client_config(gateway, policy(&[AGENT])).expect("client config");
+    let mut connection = KeepAlive::over(tls_connect(tls, addr).await.expect("handshake")).await;
+    assert_eq!(connection.get("/whoami").await, Ok("hi".to_owned()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(connection.get("/whoami").await.is_err(), "idle connection still open");
+    task.abort();
+}
