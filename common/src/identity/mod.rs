@@ -13,6 +13,7 @@
 //! - [`policy`]: [`PeerPolicy`], allowed SPIFFE IDs (exact, or trust domain + path prefix).
 //! - [`tls`]: rustls [`server_config`]/[`client_config`] (TLS 1.3, client cert required, ring).
 //! - [`server`]: [`MtlsServer`], an axum `Router` over mTLS with [`PeerSpiffeId`] per request.
+//! - [`authorize`]: [`RequirePeer`], a route layer narrowing the peer policy per route (403).
 //! - [`client`]: [`mtls_client`], a `reqwest::Client` that checks the server's SPIFFE ID.
 //! - `dev_ca` (feature `dev-ca`): a development CA minting bundles and SVIDs into folders.
 //! - [`error`]: the one [`Error`] type of this module.
@@ -67,6 +68,7 @@
 //! # }
 //! ```
 
+pub mod authorize;
 pub mod client;
 pub mod config;
 #[cfg(feature = "dev-ca")]
@@ -80,6 +82,7 @@ pub mod source;
 pub mod tls;
 pub mod workload;
 
+pub use authorize::RequirePeer;
 pub use client::{mtls_client, mtls_client_builder};
 pub use config::IdentityConfig;
 pub use error::{Error, Result};

@@ -6,10 +6,12 @@
 //! peer's ID in every request's extensions.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use spiffe::SpiffeId;
@@ -26,7 +28,8 @@ use super::source::SharedSource;
 use super::tls::{peer_spiffe_id, server_config};
 
 /// The authenticated and authorized SPIFFE ID of the peer that sent a request; read it in a
-/// handler with `Extension(peer): Extension<PeerSpiffeId>`.
+/// handler with `Extension(peer): Extension<PeerSpiffeId>`. (The peer's address is there too, as
+/// axum's `ConnectInfo<SocketAddr>`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpiffeId(pub SpiffeId);
 
@@ -144,7 +147,7 @@ impl MtlsServer {
             let router = router.clone();
             let draining = draining.clone();
             connections.spawn(async move {
-                if let Err(reason) = this.connection(stream, router, draining).await {
+                if let Err(reason) = this.connection(stream, remote, router, draining).await {
                     tracing::debug!(%remote, %reason, "connection closed");
                 }
                 drop(slot);
@@ -159,6 +162,7 @@ impl MtlsServer {
     async fn connection(
         self,
         stream: TcpStream,
+        remote: SocketAddr,
         router: Router,
         draining: CancellationToken,
     ) -> std::result::Result<(), String> {
@@ -178,6 +182,7 @@ impl MtlsServer {
         let peer = PeerSpiffeId(peer);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(peer.clone());
+            request.extensions_mut().insert(ConnectInfo(remote));
             router.clone().oneshot(request)
         });
         let connection = hyper::server::conn::http1::Builder::new()

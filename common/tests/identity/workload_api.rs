@@ -80,3 +80,22 @@ async fn not_ready_while_the_workload_api_is_unreachable() {
     let waited = wait_ready(source.as_ref(), std::time::Duration::from_millis(300)).await;
     assert!(waited.is_err());
 }
+
+#[tokio::test]
+async fn unusable_material_is_never_published_and_a_good_push_recovers() {
+    let pki = Pki::new();
+    let good = pki.ca.mint(AGENT).expect("mint");
+    let other = pki.ca.mint(AGENT).expect("mint");
+    // A certificate with someone else's key: unusable for TLS.
+    let mut bad = response(&good);
+    bad.svids[0].x509_svid_key = response(&other).svids[0].x509_svid_key.clone();
+    let api = FakeWorkloadApi::start(bad).await;
+    let source =
+        IdentityConfig::WorkloadApi(WorkloadApiConfig::at(&api.endpoint)).start().expect("start");
+    let waited = wait_ready(source.as_ref(), std::time::Duration::from_millis(1500)).await;
+    assert!(waited.is_err(), "a mismatched key pair was published");
+
+    api.push(response(&good));
+    let identity = wait_ready(source.as_ref(), WAIT).await.expect("recovers with a good SVID");
+    assert_eq!(identity.cert_chain()[0], good.cert_der);
+}
