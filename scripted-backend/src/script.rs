@@ -448,3 +448,65 @@ impl ScriptFile {
         parsed.map_err(|message| Error::ParseScript { path: path.to_owned(), message })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_is_one_turn_or_a_list_of_turns() {
+        let one = Script::from_json(r#"{"content": "hi", "ttft_ms": 5}"#).expect("one turn");
+        assert_eq!(one, Script::text("hi").ttft(Duration::from_millis(5)));
+
+        let two = Script::from_json(
+            r#"{"turns": [
+                {"tool_calls": [{"name": "f", "arguments": {"a": 1}}]},
+                {"content": ["x", "y"], "failure": {"kind": "stall", "after_chunks": 1}}
+            ]}"#,
+        )
+        .expect("two turns");
+        let expected = Script::turns([
+            Script::tool_call("f", r#"{"a":1}"#),
+            Script::chunks(["x", "y"]).stall_after(1),
+        ]);
+        assert_eq!(two, expected);
+    }
+
+    #[test]
+    fn scripts_survive_a_json_round_trip() {
+        let script = Script::turns([
+            Script::text("a").reasoning("r").reasoning_field(ReasoningField::Reasoning),
+            Script::error(429, "slow").retry_after("3").then(Script::tool_call("f", "{}")),
+            Script::text("b").fail_first(2, Failure::Disconnect { after_chunks: 3 }),
+        ]);
+        let json = serde_json::to_string(&script).expect("serializing");
+        assert_eq!(Script::from_json(&json).expect("parsing it back"), script);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let cases = [
+            (r#"{"contnet": "x"}"#, "unknown field `contnet`"),
+            (r#"{"turns": [{}, {"ttft_ms": "soon"}]}"#, "turns[1].ttft_ms"),
+            (
+                r#"{"failure": {"kind": "http", "status": 500, "retry": 1}}"#,
+                "unknown field `retry`",
+            ),
+            (r#"{"failure": {"kind": "explode"}}"#, "unknown variant `explode`"),
+            (r#"{"tool_calls": [{"arguments": "{}"}]}"#, "missing field `name`"),
+        ];
+        for (text, expected) in cases {
+            let error = Script::from_json(text).expect_err(text).to_string();
+            assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+        }
+    }
+
+    #[test]
+    fn the_example_script_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("script-example.yaml");
+        let file = ScriptFile::load(&path).expect("the example loads");
+        assert!(file.models.contains_key("agent"));
+        assert_eq!(file.queue.len(), 1);
+        assert!(file.default.is_some());
+    }
+}
