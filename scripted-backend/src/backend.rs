@@ -22,11 +22,19 @@ pub struct Options {
     pub record_limit: usize,
     /// Serve the `/_scripted/` control API (see the `admin` module); for the binary.
     pub admin: bool,
+    /// A connection that does not send a complete request head in this time is closed; this
+    /// includes idle keep-alive connections waiting for their next request.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, record_limit: usize::MAX, admin: false }
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            record_limit: usize::MAX,
+            admin: false,
+            header_read_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -106,6 +114,11 @@ impl ScriptedBackend {
         if let Some(script) = file.default {
             self.set_default(script);
         }
+    }
+
+    /// Enqueued scripts not yet fully played.
+    pub fn queued(&self) -> usize {
+        self.shared.book.queued()
     }
 
     /// Every request received so far, in order.

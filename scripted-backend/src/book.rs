@@ -69,6 +69,10 @@ impl Book {
         self.queued.store(queue.len(), Ordering::Release);
     }
 
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     pub fn on_model(&self, model: String, script: Script) {
         let sequence = Arc::new(Sequence::new(script));
         self.models

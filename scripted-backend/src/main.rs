@@ -33,6 +33,9 @@ struct Args {
     /// GET /_scripted/cancellations.
     #[arg(long)]
     admin: bool,
+    /// Seconds a connection may take to send a request head (idle keep-alive included).
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
 }
 
 /// Exit code for a bad script file (after clap's 2 for bad arguments).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             max_body_bytes: args.max_body_bytes,
             record_limit: if args.admin { args.record_limit } else { 0 },
             admin: args.admin,
+            header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs),
         };
         let backend = match ScriptedBackend::start_with(args.listen, options).await {
             Ok(backend) => backend,

@@ -125,6 +125,17 @@ pub enum Failure {
     Disconnect { after_chunks: usize },
     /// Close the connection before sending any byte.
     Hangup,
+    /// After `after_chunks` events, an OpenAI error object as an event, then `[DONE]`: what
+    /// vLLM sends when generation fails mid-stream. Without streaming: a 500 with that error.
+    StreamError {
+        after_chunks: usize,
+        #[serde(default = "HttpError::default_message")]
+        message: String,
+        #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+        error_type: Option<String>,
+        #[serde(default)]
+        code: serde_json::Value,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,6 +340,16 @@ impl Script {
 
     pub fn hangup(self) -> Self {
         self.fail(Failure::Hangup)
+    }
+
+    /// An error event after `after_chunks` events, then `[DONE]` (vLLM's mid-stream failure).
+    pub fn stream_error_after(self, after_chunks: usize, message: impl Into<String>) -> Self {
+        self.fail(Failure::StreamError {
+            after_chunks,
+            message: message.into(),
+            error_type: None,
+            code: serde_json::Value::Null,
+        })
     }
 }
 

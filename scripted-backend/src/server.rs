@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     max_body_bytes: usize,
     /// Serve the `/_scripted/` control API.
     admin: bool,
+    header_read_timeout: Duration,
 }
 
 impl Shared {
@@ -51,6 +52,7 @@ impl Shared {
             sequence: AtomicU64::new(1),
             max_body_bytes: options.max_body_bytes,
             admin: options.admin,
+            header_read_timeout: options.header_read_timeout,
         }
     }
 }
@@ -83,10 +85,12 @@ pub(crate) async fn run(
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // Without it each small SSE write waits ~40 ms for the peer's delayed ACK.
     let _ = stream.set_nodelay(true);
+    let header_read_timeout = shared.header_read_timeout;
     let service = hyper::service::service_fn(move |request| handle(shared.clone(), request));
     // Connection errors (resets, the scripted hangups) are expected in tests; nothing to do.
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
@@ -216,7 +220,18 @@ fn prepare(shared: &Shared, body: &Value) -> Result<Prepared, Error> {
             let echo = turn.is_echo().then(|| reply::echo_text(&request));
             let sequence = shared.sequence.fetch_add(1, Ordering::Relaxed);
             let reply = reply::build(turn, &request, echo.as_ref(), sequence, unix_now());
-            if request.stream {
+            if let Some(Failure::StreamError { after_chunks, message, error_type, code }) = failure
+            {
+                let error_type = error_type.as_deref().unwrap_or("server_error");
+                let error = wire::error(message, error_type, code, &Value::Null);
+                if request.stream {
+                    let events = sse::render(&reply, request.include_usage)
+                        .end_with_error(*after_chunks, &error);
+                    Action::Stream { events, delay: turn.chunk_delay(), failure: None }
+                } else {
+                    Action::Respond(json(StatusCode::INTERNAL_SERVER_ERROR, error))
+                }
+            } else if request.stream {
                 let events = sse::render(&reply, request.include_usage);
                 let failure = failure.and_then(|failure| MidStream::from_failure(failure, &events));
                 Action::Stream { events, delay: turn.chunk_delay(), failure }

@@ -120,6 +120,25 @@ fn tool_call_deltas<'a>(reply: &'a Reply<'a>) -> Vec<DeltaToolCall<'a>> {
     }
 }
 
+impl Events {
+    /// Keeps the first `after` events (never `[DONE]`), then sends `error` as an event and
+    /// `[DONE]`.
+    pub fn end_with_error(self, after: usize, error: &[u8]) -> Self {
+        let keep = after.min(self.ends.len() - 1);
+        let kept = if keep == 0 { 0 } else { self.ends[keep - 1] };
+        let mut buf = Vec::with_capacity(kept + error.len() + 32);
+        buf.extend_from_slice(&self.bytes[..kept]);
+        let mut ends = self.ends[..keep].to_vec();
+        for event in [error, b"[DONE]".as_slice()] {
+            buf.extend_from_slice(b"data: ");
+            buf.extend_from_slice(event);
+            buf.extend_from_slice(b"\n\n");
+            ends.push(buf.len());
+        }
+        Self { bytes: Bytes::from(buf), ends }
+    }
+}
+
 /// A failure that happens once `at` events have been sent.
 #[derive(Clone, Copy)]
 pub(crate) struct MidStream {
@@ -141,7 +160,7 @@ impl MidStream {
             Failure::Garbled { after_chunks } => (*after_chunks, MidStreamKind::Garbled),
             Failure::Stall { after_chunks } => (*after_chunks, MidStreamKind::Stall),
             Failure::Disconnect { after_chunks } => (*after_chunks, MidStreamKind::Disconnect),
-            Failure::Http(_) | Failure::Hangup => return None,
+            Failure::Http(_) | Failure::Hangup | Failure::StreamError { .. } => return None,
         };
         Some(Self { at: after.min(events.ends.len() - 1), kind })
     }

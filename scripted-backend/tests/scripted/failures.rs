@@ -188,3 +188,25 @@ async fn an_early_hangup_sends_no_byte() {
     // The next request is served normally (on a new connection).
     assert_eq!(post(&backend, &chat("m", "x")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_stream_error_event_ends_the_stream_like_vllm() {
+    let backend = ScriptedBackend::start().await;
+    backend.enqueue(Script::chunks(["a", "b", "c"]).stream_error_after(2, "engine died"));
+    let response = post(&backend, &streaming("m", "x")).await;
+    let (text, end) = read_for(response, Duration::from_secs(5)).await;
+    assert_eq!(end, Ok(()));
+    let events = parse_events(&text);
+    assert_eq!(events.len(), 4, "role, a, error, [DONE]: {events:?}");
+    let error: Value = serde_json::from_str(&events[2]).expect("the error event is JSON");
+    assert_eq!(error["error"]["message"], "engine died");
+    assert_eq!(error["error"]["type"], "server_error");
+    assert_eq!(events[3], "[DONE]");
+
+    backend.enqueue(Script::text("x").stream_error_after(0, "engine died"));
+    let response = post(&backend, &chat("m", "x")).await;
+    assert_eq!(response.status(), 500);
+    let error: Value = response.json().await.expect("JSON error");
+    assert_eq!(error["error"]["message"], "engine died");
+    assert_eq!(backend.queued(), 0);
+}
