@@ -227,12 +227,12 @@ async fn connection_limit_holds_new_connections_until_one_closes() {
 async fn idle_keep_alive_connections_close_after_the_header_read_timeout() {
     let pki = Pki::new();
     let (addr, task) =
-        custom_server(&pki, |s| s.with_header_read_timeout(Duration::from_millis(300))).await;
+        custom_server(&pki, |s| s.with_header_read_timeout(Duration::from_secs(1))).await;
     let gateway = pki.file_source("gateway", GATEWAY).await;
     let tls = client_config(gateway, policy(&[AGENT])).expect("client config");
     let mut connection = KeepAlive::over(tls_connect(tls, addr).await.expect("handshake")).await;
     assert_eq!(connection.get("/whoami").await, Ok("hi".to_owned()));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(connection.get("/whoami").await.is_err(), "idle connection still open");
     task.abort();
 }
