@@ -89,7 +89,7 @@ pub use error::{Error, Result};
 pub use files::{FileSource, FilesConfig};
 pub use material::Identity;
 pub use policy::{PeerPolicy, PeerRule};
-pub use server::{MtlsServer, PeerSpiffeId};
+pub use server::{MtlsServer, PeerSpiffeId, ServerLimits};
 pub use source::{IdentitySource, SharedSource, StaticSource, wait_ready};
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use tls::{client_config, peer_spiffe_id, server_config};

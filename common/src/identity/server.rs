@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use super::policy::PeerPolicy;
 use super::source::SharedSource;
 use super::tls::{peer_spiffe_id, server_config};
@@ -38,6 +38,37 @@ impl std::ops::Deref for PeerSpiffeId {
     fn deref(&self) -> &SpiffeId {
         &self.0
     }
+}
+
+/// The server's limits, as a binary's config section (all optional, in milliseconds):
+/// ```yaml
+/// handshake_timeout_ms: 10000
+/// header_read_timeout_ms: 30000
+/// max_connections: 1024
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout_ms: u64,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout_ms: u64,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: millis(DEFAULT_HANDSHAKE_TIMEOUT),
+            header_read_timeout_ms: millis(DEFAULT_HEADER_READ_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A mutual-TLS HTTP/1.1 server for an axum `Router`.
@@ -87,6 +118,23 @@ impl MtlsServer {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
+    }
+
+    /// Applies all of `limits` (zero values are refused: a zero timeout would refuse everyone).
+    pub fn with_limits(self, limits: ServerLimits) -> Result<Self> {
+        for (name, value) in [
+            ("handshake_timeout_ms", limits.handshake_timeout_ms),
+            ("header_read_timeout_ms", limits.header_read_timeout_ms),
+            ("max_connections", u64::try_from(limits.max_connections).unwrap_or(u64::MAX)),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be greater than 0")));
+            }
+        }
+        Ok(self
+            .with_handshake_timeout(Duration::from_millis(limits.handshake_timeout_ms))
+            .with_header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+            .with_max_connections(limits.max_connections))
     }
 
     /// Sets the request-header (and keep-alive idle) timeout (default
@@ -196,5 +244,36 @@ impl MtlsServer {
             () = draining.cancelled() => connection.as_mut().graceful_shutdown(),
         }
         connection.await.map_err(|e| format!("HTTP while draining: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_deserialize_with_defaults_and_refuse_zero() {
+        let limits: ServerLimits =
+            serde_json::from_str(r#"{"max_connections": 8}"#).expect("valid limits");
+        assert_eq!(limits.max_connections, 8);
+        assert_eq!(limits.handshake_timeout_ms, 10_000);
+        assert_eq!(limits.header_read_timeout_ms, 30_000);
+        assert!(serde_json::from_str::<ServerLimits>(r#"{"max_conns": 8}"#).is_err());
+
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new())),
+        );
+        let zero = ServerLimits { handshake_timeout_ms: 0, ..ServerLimits::default() };
+        let error = MtlsServer::from_config(config.clone()).with_limits(zero).expect_err("zero");
+        assert!(error.to_string().contains("handshake_timeout_ms"), "{error}");
+        let server = MtlsServer::from_config(config).with_limits(limits).expect("valid");
+        assert_eq!(server.max_connections, 8);
+        assert_eq!(server.handshake_timeout, Duration::from_secs(10));
     }
 }
