@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use antwort_common::identity::dev_ca::{DevCa, Validity};
 use antwort_common::identity::{
-    Identity, MtlsServer, SharedSource, StaticSource, TrustDomain, mtls_client,
+    FileSource, FilesConfig, Identity, MtlsServer, SharedSource, StaticSource, TrustDomain,
+    mtls_client,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -152,6 +153,49 @@ async fn drops_a_client_that_never_finishes_the_handshake() {
         .expect("server closed the silent connection within its handshake timeout");
     assert!(matches!(read, Ok(0) | Err(_)), "expected EOF, got {read:?}");
     task.abort();
+}
+
+#[tokio::test]
+async fn refuses_tls_1_2() {
+    let pki = Pki::new();
+    let server = agent_server(&pki).await;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .expect("TLS 1.2")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
+    .with_no_client_auth();
+    let error = tls_connect(config, server.addr).await.expect_err("TLS 1.2 refused");
+    assert!(error.to_string().contains("ProtocolVersion"), "{error}");
+    assert_eq!(server.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_server_without_svid_yet_refuses_everyone() {
+    let pki = Pki::new();
+    let empty = FilesConfig::in_dir(pki.folder("not-yet")).with_poll_interval(POLL);
+    let not_ready: SharedSource = FileSource::start(empty).expect("start");
+    let server = TestServer::start(not_ready, policy(&[GATEWAY])).await;
+    let gateway = pki.file_source("gateway", GATEWAY).await;
+    let client = mtls_client(gateway, policy(&[AGENT])).expect("client");
+    let error = get_text(&client, &server.url("/whoami")).await.expect_err("fails closed");
+    // rustls answers AccessDenied when the resolver has no certificate to present.
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert_eq!(server.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_client_without_svid_yet_connects_nowhere() {
+    let pki = Pki::new();
+    let server = agent_server(&pki).await;
+    let empty = FilesConfig::in_dir(pki.folder("not-yet")).with_poll_interval(POLL);
+    let not_ready: SharedSource = FileSource::start(empty).expect("start");
+    let client = mtls_client(not_ready, policy(&[AGENT])).expect("client");
+    let error = get_text(&client, &server.url("/whoami")).await.expect_err("fails closed");
+    assert!(error.contains("no SVID yet"), "{error}");
+    assert_eq!(server.hits(), 0);
 }
 
 fn pki_bundle(pki: &Pki) -> CertificateDer<'static> {
