@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -17,6 +18,7 @@ use super::error::{Error, Result};
 /// accept peers from. Immutable: a rotation publishes a new `Identity`.
 pub struct Identity {
     spiffe_id: SpiffeId,
+    not_after: SystemTime,
     certified_key: Arc<CertifiedKey>,
     /// Trust anchors per trust domain; a peer is only checked against the anchors of the trust
     /// domain its own SPIFFE ID names, so one domain's CA can never vouch for another's IDs.
@@ -27,6 +29,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("spiffe_id", &self.spiffe_id.to_string())
+            .field("not_after", &self.not_after)
             .field("trust_domains", &self.trust.keys().map(|td| td.to_string()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -45,6 +48,7 @@ impl Identity {
             .first()
             .ok_or_else(|| Error::Material("the SVID certificate chain is empty".into()))?;
         let spiffe_id = validate_svid(&cert_chain, &key)?;
+        let not_after = not_after(leaf)?;
         let certified_key = CertifiedKey::from_der(cert_chain.clone(), key, &provider())
             .map_err(|e| Error::Material(format!("SVID key: {e}")))?;
 
@@ -80,7 +84,7 @@ impl Identity {
             tracing::warn!(spiffe_id = %spiffe_id, error = %e, "our SVID does not verify against our own bundle");
         }
 
-        Ok(Self { spiffe_id, certified_key: Arc::new(certified_key), trust })
+        Ok(Self { spiffe_id, not_after, certified_key: Arc::new(certified_key), trust })
     }
 
     /// Builds an identity from PEM text: the SVID chain (leaf first), its private key, and the CA
@@ -125,6 +129,12 @@ impl Identity {
     /// The SPIFFE ID our SVID carries.
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
+    }
+
+    /// When our SVID expires. A source replaces it well before (SPIRE at half its lifetime,
+    /// cert-manager at two thirds); an SVID close to this instant means rotation is stuck.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     /// Our certificate chain, leaf first.
@@ -227,6 +237,14 @@ fn validate_svid(
     }
     spiffe::cert::spiffe_id_from_der(&chain[0])
         .map_err(|e| Error::Material(format!("not an X.509-SVID: {e}")))
+}
+
+fn not_after(leaf: &CertificateDer<'_>) -> Result<SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| Error::Material(format!("SVID certificate: {e}")))?;
+    let seconds = cert.validity().not_after.timestamp();
+    // Before 1970 cannot be a real SVID's expiry; clamp instead of failing on it.
+    Ok(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
 }
 
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {

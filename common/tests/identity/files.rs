@@ -236,3 +236,16 @@ async fn idle_keep_alive_connections_close_after_the_header_read_timeout() {
     assert!(connection.get("/whoami").await.is_err(), "idle connection still open");
     task.abort();
 }
+
+#[tokio::test]
+async fn identity_reports_its_expiry() {
+    use antwort_common::identity::dev_ca::Validity;
+    let pki = Pki::new();
+    let validity = Validity::for_next(Duration::from_secs(3600));
+    let svid = pki.ca.mint_with(AGENT, validity).expect("mint");
+    let identity = svid.identity().expect("identity");
+    // X.509 times have whole seconds.
+    let expected = validity.not_after.duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    let reported = identity.not_after().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    assert_eq!(reported.as_secs(), expected.as_secs());
+}
