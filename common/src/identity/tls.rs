@@ -1,4 +1,4 @@
-//! rustls server and client configurations from an [`IdentitySource`] and a [`PeerPolicy`]:
+//! rustls server and client configurations from an [`IdentitySource`](super::IdentitySource) and a [`PeerPolicy`]:
 //! TLS 1.3 only, client certificates required, `ring` only, no session resumption.
 //!
 //! Everything is looked up per handshake from the source's latest [`Identity`], so a rotated SVID
