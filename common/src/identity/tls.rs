@@ -1,5 +1,6 @@
-//! rustls server and client configurations from an [`IdentitySource`](super::IdentitySource) and a [`PeerPolicy`]:
-//! TLS 1.3 only, client certificates required, `ring` only, no session resumption.
+//! rustls server and client configurations from an [`IdentitySource`](super::IdentitySource)
+//! and a [`PeerPolicy`]: TLS 1.3 only, client certificates required, `ring` only, no session
+//! resumption.
 //!
 //! Everything is looked up per handshake from the source's latest [`Identity`], so a rotated SVID
 //! or bundle is used by the next handshake without rebuilding anything. Until the first SVID
