@@ -365,7 +365,7 @@ impl HttpBody for Body {
     }
 }
 
-/// Binds `addr` and serves until `shutdown` flips.
+/// Binds `addr`; [`run`] then serves on it.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
 }
