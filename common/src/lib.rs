@@ -1,12 +1,18 @@
 //! Code shared by antwort's three binaries.
 //!
 //! # Layout
+//! - [`config`]: one YAML file + `ANTWORT_*` env overrides -> a typed config, errors name the field.
 //! - [`error`]: the error envelope of the internal APIs (`{"error": {"type", "code", "message"}}`).
 //! - [`identity`]: workload identity (SPIFFE): SVID sources (Workload API, files) -> rustls mTLS
 //!   configs -> an axum mTLS server handing handlers the peer's SPIFFE ID, and an mTLS reqwest
 //!   client; peer allow lists by SPIFFE ID; a development CA behind the `dev-ca` feature.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future, the start of every graceful drain.
+//! - [`telemetry`]: tracing (text/JSON) and OpenTelemetry OTLP export, W3C context propagation.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod error;
 pub mod identity;
+pub mod shutdown;
+pub mod telemetry;

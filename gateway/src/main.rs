@@ -1,1 +1,102 @@
-fn main() {}
+//! `antwort-gateway`: parse the command line and config, start telemetry, bind, serve, drain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use antwort_gateway::config::RawConfig;
+use clap::Parser;
+
+/// antwort's OpenResponses gateway.
+///
+/// Configuration comes from --config FILE (YAML), then ANTWORT_* environment variables
+/// (ANTWORT_LISTEN, ANTWORT_BACKEND_URL, ANTWORT_LIMITS__MAX_BODY_BYTES, ...), then these flags.
+#[derive(Parser, Debug)]
+#[command(name = "antwort-gateway", version)]
+struct Cli {
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// OpenAI-compatible base URL serving every model not configured otherwise.
+    #[arg(long, value_name = "URL")]
+    backend_url: Option<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit code for a configuration that does not load (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut raw: RawConfig =
+        match antwort_common::config::load(cli.config.as_deref(), std::env::vars()) {
+            Ok(raw) => raw,
+            Err(err) => {
+                eprintln!("antwort-gateway: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    if let Some(listen) = cli.listen {
+        raw.listen = listen;
+    }
+    if let Some(url) = cli.backend_url {
+        raw.backend_url = Some(url);
+    }
+    let config = match raw.validate() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("antwort-gateway: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("antwort-gateway: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = match antwort_common::telemetry::init("antwort-gateway", &config.telemetry) {
+            Ok(guard) => guard,
+            Err(err) => {
+                eprintln!("antwort-gateway: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let app = match antwort_gateway::build(&config) {
+            Ok(app) => app,
+            Err(err) => {
+                tracing::error!(%err, "cannot build the gateway");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::error!(%err, addr = %config.listen, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, backends = config.backends.len(), models = config.models.len(), "antwort-gateway listening on {addr}");
+        match antwort_gateway::serve(listener, app, antwort_common::shutdown::signal(), config.shutdown_grace_period).await {
+            Ok(()) => {
+                tracing::info!("antwort-gateway stopped");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                tracing::error!(%err, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,126 @@
+//! ROUTE: the HTTP surface. Handlers extract and validate, call the engine, and turn its result
+//! into a response; authentication, request ids and metrics wrap every route here.
+
+mod error;
+mod health;
+mod models;
+mod responses;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, header};
+
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    /// Static API keys; empty means no authentication.
+    pub api_keys: Arc<Vec<String>>,
+}
+
+/// Routes that answer without authentication: probes and scrapes.
+const UNAUTHENTICATED_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/models", get(models::list))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> Error {
+    Error::UnknownRoute(format!("{} {}", request.method(), request.uri().path()))
+}
+
+/// Checks `Authorization: Bearer <key>` against the configured keys, when there are any.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() || UNAUTHENTICATED_ROUTES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(key)
+            if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
+        {
+            next.run(request).await
+        }
+        Some(_) => Error::Unauthorized("Incorrect API key provided.".to_string()).into_response(),
+        None => Error::Unauthorized(
+            "Missing API key: send it as 'Authorization: Bearer <key>'.".to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One request id per request (the client's `x-request-id` when it sent a sane one), a tracing
+/// span carrying it, and the request metrics.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::ids::new_id("req"));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), route = %route);
+    let mut response = {
+        use tracing::Instrument;
+        next.run(request).instrument(span.clone()).await
+    };
+    let status = response.status();
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        )
+    });
+    state.metrics.requests.with_label_values(&[&route, status.as_str()]).inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

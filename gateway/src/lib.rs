@@ -1,0 +1,105 @@
+//! antwort's gateway: the OpenResponses API (`/v1/responses`) in front of OpenAI-compatible Chat
+//! Completions backends (vLLM, LiteLLM, Ollama).
+//!
+//! # Layout
+//! A request reads top to bottom through these modules:
+//! - [`api`]: ROUTE. axum router, handlers, auth, request ids, metrics, SSE framing, and the one
+//!   place errors become HTTP (`api::error`).
+//! - [`openresponses`]: the wire format: request parsing/validation, the Response object, events.
+//! - [`engine`]: ENGINE. Routes a request to its backend and builds the Response (and its event
+//!   stream) from what the model produces (`engine::builder`).
+//! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
+//!   Completions client and its request translation.
+//! - [`config`]: the YAML schema and its validation; [`metrics`]: Prometheus; [`error`]: the one
+//!   error type; [`ids`]: object ids.
+//!
+//! `main.rs` only parses the command line and calls [`build`] and [`serve`]; tests do the same
+//! in-process.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod openresponses;
+pub mod provider;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::provider::chat_completions::ChatCompletionsProvider;
+use crate::provider::{Provider, Route, Router};
+
+/// Builds the whole application (providers, engine, routes) from a validated config.
+pub fn build(config: &Config) -> Result<axum::Router, Error> {
+    // reqwest is built without a bundled crypto provider; ring is the one we ship.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut providers: Vec<(String, Arc<dyn Provider>)> = Vec::new();
+    for settings in &config.backends {
+        let provider: Arc<dyn Provider> = Arc::new(ChatCompletionsProvider::new(settings.clone())?);
+        providers.push((settings.name.clone(), provider));
+    }
+    let find = |name: &str| providers.iter().find(|(n, _)| n == name).map(|(_, p)| p.clone());
+    let default = config.default_backend.as_deref().and_then(find);
+    let mut router = Router::new(default, providers.iter().map(|(_, p)| p.clone()).collect());
+    for model in &config.models {
+        let provider = find(&model.backend).ok_or_else(|| {
+            Error::Internal(format!("model {} names an unknown backend", model.name))
+        })?;
+        router.add_model(
+            model.name.clone(),
+            Route { provider, upstream_model: model.upstream_model.clone() },
+        );
+    }
+    let metrics = Arc::new(metrics::Metrics::new());
+    let engine = Arc::new(engine::Engine::new(router, metrics.clone()));
+    Ok(api::router(api::AppState {
+        engine,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+        api_keys: Arc::new(config.api_keys.clone()),
+    }))
+}
+
+/// Serves `app` until `shutdown` resolves, then lets in-flight requests finish for at most
+/// `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        // Small SSE frames must leave at once, not wait for Nagle's algorithm.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::warn!(%err, "could not set TCP_NODELAY");
+        }
+    });
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    });
+    let deadline = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace period expired; dropping in-flight requests");
+            Ok(())
+        }
+    }
+}

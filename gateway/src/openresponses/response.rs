@@ -1,0 +1,249 @@
+//! The Response object (`ResponseResource`) and the output items it carries, as they go on the
+//! wire. Every key the spec requires is always present, with `null` or `[]` where it has no value.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::request::{CreateResponse, TextFormat, ToolChoice, ToolChoiceMode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Incomplete,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub status: ResponseStatus,
+    pub incomplete_details: Option<IncompleteDetails>,
+    pub model: String,
+    pub previous_response_id: Option<String>,
+    pub instructions: Option<String>,
+    pub output: Vec<OutputItem>,
+    pub error: Option<ResponseError>,
+    pub tools: Vec<Value>,
+    pub tool_choice: Value,
+    pub truncation: super::request::Truncation,
+    pub parallel_tool_calls: bool,
+    pub text: Value,
+    pub top_p: f64,
+    pub presence_penalty: f64,
+    pub frequency_penalty: f64,
+    pub top_logprobs: u8,
+    pub temperature: f64,
+    pub reasoning: Option<Value>,
+    pub usage: Option<Usage>,
+    pub max_output_tokens: Option<u64>,
+    pub max_tool_calls: Option<u64>,
+    pub store: bool,
+    pub background: bool,
+    pub service_tier: &'static str,
+    pub metadata: Map<String, Value>,
+    pub safety_identifier: Option<String>,
+    pub prompt_cache_key: Option<String>,
+    /// antwort extension: tool calls the model made that the request did not allow
+    /// (`tool_choice.allowed_tools`, `max_tool_calls`, `parallel_tool_calls: false`). They are
+    /// never returned as `function_call` items.
+    #[serde(rename = "antwort:suppressed_tool_calls", skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_tool_calls: Vec<SuppressedToolCall>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncompleteDetails {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResponseError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SuppressedToolCall {
+    pub call_id: String,
+    pub name: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub input_tokens_details: InputTokensDetails,
+    pub output_tokens_details: OutputTokensDetails,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct InputTokensDetails {
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct OutputTokensDetails {
+    pub reasoning_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    InProgress,
+    Completed,
+    Incomplete,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    Message {
+        id: String,
+        status: ItemStatus,
+        role: &'static str,
+        content: Vec<OutputContent>,
+    },
+    FunctionCall {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+        status: ItemStatus,
+    },
+    Reasoning {
+        id: String,
+        summary: Vec<Value>,
+        content: Vec<OutputContent>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputContent {
+    OutputText { text: String, annotations: Vec<Value>, logprobs: Vec<LogProb> },
+    Refusal { refusal: String },
+    ReasoningText { text: String },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogProb {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogProb>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopLogProb {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+}
+
+impl ResponseObject {
+    /// A fresh `in_progress` response echoing the request's settings.
+    pub fn new(id: String, created_at: i64, request: &CreateResponse) -> Self {
+        Self {
+            id,
+            object: "response",
+            created_at,
+            completed_at: None,
+            status: ResponseStatus::InProgress,
+            incomplete_details: None,
+            model: request.model.clone(),
+            previous_response_id: request.previous_response_id.clone(),
+            instructions: request.instructions.clone(),
+            output: Vec::new(),
+            error: None,
+            tools: request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({
+                        "type": "function",
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                        "strict": t.strict,
+                    })
+                })
+                .collect(),
+            tool_choice: tool_choice_echo(&request.tool_choice),
+            truncation: request.truncation,
+            parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
+            text: text_echo(request),
+            top_p: request.top_p.unwrap_or(1.0),
+            presence_penalty: request.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: request.frequency_penalty.unwrap_or(0.0),
+            top_logprobs: request.top_logprobs.unwrap_or(0),
+            temperature: request.temperature.unwrap_or(1.0),
+            reasoning: request
+                .reasoning
+                .as_ref()
+                .map(|r| json!({"effort": r.effort, "summary": r.summary})),
+            usage: None,
+            max_output_tokens: request.max_output_tokens,
+            max_tool_calls: request.max_tool_calls,
+            store: request.store,
+            background: request.background,
+            service_tier: match request.service_tier {
+                Some(super::request::ServiceTier::Auto) => "auto",
+                Some(super::request::ServiceTier::Flex) => "flex",
+                Some(super::request::ServiceTier::Priority) => "priority",
+                Some(super::request::ServiceTier::Default) | None => "default",
+            },
+            metadata: request.metadata.clone(),
+            safety_identifier: request.safety_identifier.clone(),
+            prompt_cache_key: request.prompt_cache_key.clone(),
+            suppressed_tool_calls: Vec::new(),
+        }
+    }
+}
+
+fn tool_choice_echo(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Mode(mode) => json!(mode),
+        ToolChoice::Function { name } => json!({"type": "function", "name": name}),
+        ToolChoice::AllowedTools { mode, names } => json!({
+            "type": "allowed_tools",
+            "mode": mode,
+            "tools": names.iter().map(|n| json!({"type": "function", "name": n})).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn text_echo(request: &CreateResponse) -> Value {
+    let format = match &request.text.format {
+        TextFormat::Text => json!({"type": "text"}),
+        TextFormat::JsonObject => json!({"type": "json_object"}),
+        TextFormat::JsonSchema { name, description, schema, strict } => json!({
+            "type": "json_schema",
+            "name": name,
+            "description": description,
+            "schema": schema,
+            "strict": strict.unwrap_or(false),
+        }),
+    };
+    match request.text.verbosity {
+        Some(v) => json!({"format": format, "verbosity": v}),
+        None => json!({"format": format}),
+    }
+}
+
+impl ToolChoiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Auto => "auto",
+            Self::Required => "required",
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of antwort on a fresh machine: installs what the tests need (Debian packages
+# listed in scripts/apt-packages.txt), then formatting, lints, doc tests and the test suite.
+# The last line printed is the test runner's own summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== doc tests"
+cargo test --workspace --doc --locked --quiet
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
