@@ -1,6 +1,7 @@
 //! Code shared by antwort's three binaries.
 //!
 //! # Layout
+//! - [`agent_api`]: requests and responses of the sandbox agent's sessions, execute and files routes.
 //! - [`config`]: one YAML file + `ANTWORT_*` env overrides -> a typed config, errors name the field.
 //! - [`error`]: the error envelope of the internal APIs (`{"error": {"type", "code", "message"}}`).
 //! - [`identity`]: workload identity (SPIFFE): SVID sources (Workload API, files) -> rustls mTLS
@@ -11,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_api;
 pub mod config;
 pub mod error;
 pub mod identity;
