@@ -252,3 +252,28 @@ async fn without_admin_the_control_api_is_absent() {
     child.start_kill().expect("stopping the binary");
     child.wait().await.expect("reaping the binary");
 }
+
+#[tokio::test]
+async fn sigterm_stops_it_promptly_even_with_a_stalled_stream_open() {
+    let (mut child, base_url) = spawn(&[]).await;
+    let directive =
+        r#"SCRIPT: {"content": "abc", "failure": {"kind": "stall", "after_chunks": 1}}"#;
+    let request = json!({"model": "m", "stream": true, "messages": [{"role": "system", "content": directive}]});
+    let response = client()
+        .post(format!("{base_url}/chat/completions"))
+        .json(&request)
+        .send()
+        .await
+        .expect("sending");
+    assert_eq!(response.status(), 200);
+
+    let pid = child.id().expect("a running child");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sending SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s")
+        .expect("reaping the binary");
+    assert!(status.success(), "{status:?}");
+    drop(response);
+}
