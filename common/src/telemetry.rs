@@ -81,10 +81,12 @@ pub fn init(
     let otel_layer = match &config.otlp_endpoint {
         Some(endpoint) => {
             use opentelemetry::trace::TracerProvider as _;
-            use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+            use opentelemetry_otlp::WithExportConfig;
+            // The batch processor exports from its own thread, so the exporter uses reqwest's
+            // blocking client; it needs a crypto provider for https endpoints.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(reqwest::Client::new())
                 .with_endpoint(endpoint.clone())
                 .build()
                 .map_err(|e| TelemetryError::Otlp(e.to_string()))?;

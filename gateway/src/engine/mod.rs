@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::ids::{new_id, unix_now};
@@ -77,7 +78,11 @@ impl Engine {
         let response = ResponseObject::new(new_id("resp"), unix_now(), &request);
         let mut builder = ResponseBuilder::new(response, &request, false);
         let result = async {
-            let mut events = route.provider.start(&request, &route.upstream_model, false).await?;
+            let mut events = route
+                .provider
+                .start(&request, &route.upstream_model, false)
+                .instrument(backend_span(&route))
+                .await?;
             while let Some(batch) = events.next().await {
                 for event in batch? {
                     builder.apply(event);
@@ -107,7 +112,12 @@ impl Engine {
         let request = Arc::new(request);
         let model_stream = {
             let request = request.clone();
-            match route.provider.start(&request, &route.upstream_model, true).await {
+            match route
+                .provider
+                .start(&request, &route.upstream_model, true)
+                .instrument(backend_span(&route))
+                .await
+            {
                 Ok(stream) => stream,
                 Err(error) => {
                     self.record_backend_error(&route, &error);
@@ -164,6 +174,11 @@ impl Engine {
             }
         })
     }
+}
+
+/// One span per backend call; the W3C trace context sent to the backend names it as the parent.
+fn backend_span(route: &Route) -> tracing::Span {
+    tracing::info_span!("backend_call", backend = %route.provider.name(), upstream_model = %route.upstream_model)
 }
 
 /// The `error` event's payload for a failure before the response existed.

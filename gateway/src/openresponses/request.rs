@@ -855,7 +855,10 @@ fn parse_message(path: &str, mut item: Map<String, Value>) -> Result<InputItem, 
             ));
         }
         Some(_) => {
-            return Err(Error::invalid_type(&content_path, "a string or an array of content parts"));
+            return Err(Error::invalid_type(
+                &content_path,
+                "a string or an array of content parts",
+            ));
         }
     };
     check_status(path, &mut item)?;
