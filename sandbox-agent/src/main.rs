@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     // One process-wide crypto provider (ring) for every TLS user, set before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
