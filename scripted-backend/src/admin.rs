@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -19,22 +19,22 @@ use crate::server::Shared;
 
 pub(crate) const PREFIX: &str = "/_scripted/";
 
-/// What an admin request asks for; the server turns it into a response.
-pub(crate) enum Answer {
-    Done,
-    Json(Vec<u8>),
-}
-
-pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Result<Answer> {
+/// Carries out an admin request: `Some(json)` to send back, `None` for 204 No Content.
+pub(crate) fn handle(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Vec<u8>>> {
     let route = path.strip_prefix(PREFIX).unwrap_or(path);
     match (method, route) {
         (&Method::POST, "queue") => {
             shared.book.enqueue(script(body)?);
-            Ok(Answer::Done)
+            Ok(None)
         }
         (&Method::PUT, "default") => {
             shared.book.set_fallback(script(body)?);
-            Ok(Answer::Done)
+            Ok(None)
         }
         (&Method::PUT, route) if route.starts_with("models/") => {
             let model = &route["models/".len()..];
@@ -42,22 +42,15 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 return Err(Error::BadRequest("the model name is empty".to_owned()));
             }
             shared.book.on_model(model.to_owned(), script(body)?);
-            Ok(Answer::Done)
+            Ok(None)
         }
-        (&Method::GET, "requests") => Ok(Answer::Json(requests(shared))),
-        (&Method::GET, "cancellations") => Ok(Answer::Json(cancellations(shared))),
+        (&Method::GET, "requests") => Ok(Some(requests(shared))),
+        (&Method::GET, "cancellations") => Ok(Some(cancellations(shared))),
         (&Method::DELETE, "requests") => {
             shared.recorder.clear();
-            Ok(Answer::Done)
+            Ok(None)
         }
         _ => Err(Error::NotFound { method: method.to_string(), path: path.to_owned() }),
-    }
-}
-
-pub(crate) fn status(answer: &Answer) -> StatusCode {
-    match answer {
-        Answer::Done => StatusCode::NO_CONTENT,
-        Answer::Json(_) => StatusCode::OK,
     }
 }
 

@@ -108,6 +108,7 @@ impl std::fmt::Display for Hangup {
 impl std::error::Error for Hangup {}
 
 async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, Hangup> {
+    let received_at = Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, shared.max_body_bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -120,16 +121,11 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         let answer =
             bytes.and_then(|bytes| admin::handle(&shared, &parts.method, parts.uri.path(), &bytes));
         return Ok(match answer {
-            Ok(answer) => {
-                let status = admin::status(&answer);
-                match answer {
-                    admin::Answer::Json(body) => json(status, body),
-                    admin::Answer::Done => {
-                        let mut response = Response::new(Body::Full(None));
-                        *response.status_mut() = status;
-                        response
-                    }
-                }
+            Ok(Some(body)) => json(StatusCode::OK, body),
+            Ok(None) => {
+                let mut response = Response::new(Body::Full(None));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
             }
             Err(error) => error_response(&error),
         });
@@ -137,7 +133,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     let response = match (&parts.method, parts.uri.path(), bytes) {
         (_, _, Err(error)) => Err(error),
         (&Method::POST, "/v1/chat/completions", Ok(bytes)) => {
-            return chat(&shared, parts, &bytes).await;
+            return chat(&shared, parts, &bytes, received_at).await;
         }
         (&Method::GET, "/v1/models", Ok(_)) => {
             let mut names = shared.book.model_names();
@@ -151,11 +147,16 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             Err(Error::NotFound { method: method.to_string(), path: path.to_owned() })
         }
     };
-    record(&shared, parts, Value::Null);
+    record(&shared, parts, Value::Null, received_at);
     Ok(response.unwrap_or_else(|error| error_response(&error)))
 }
 
-fn record(shared: &Shared, parts: http::request::Parts, body: Value) -> Option<usize> {
+fn record(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: Value,
+    received_at: Instant,
+) -> Option<usize> {
     if !shared.recorder.is_enabled() {
         return None;
     }
@@ -164,7 +165,7 @@ fn record(shared: &Shared, parts: http::request::Parts, body: Value) -> Option<u
         path: parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.to_string()),
         headers: parts.headers,
         body,
-        received_at: Instant::now(),
+        received_at,
     })
 }
 
@@ -172,17 +173,18 @@ async fn chat(
     shared: &Arc<Shared>,
     parts: http::request::Parts,
     bytes: &Bytes,
+    received_at: Instant,
 ) -> Result<Response<Body>, Hangup> {
     let body: Value = match serde_json::from_slice(bytes) {
         Ok(body) => body,
         Err(error) => {
-            record(shared, parts, Value::Null);
+            record(shared, parts, Value::Null, received_at);
             let error = Error::BadRequest(format!("the body is not valid JSON: {error}"));
             return Ok(error_response(&error));
         }
     };
     let prepared = prepare(shared, &body);
-    let index = record(shared, parts, body);
+    let index = record(shared, parts, body, received_at);
     match prepared {
         Ok(prepared) => deliver(shared, prepared, index).await,
         Err(error) => Ok(error_response(&error)),
