@@ -124,7 +124,7 @@ async fn a_stalled_stream_never_finishes_and_its_abandonment_is_seen() {
     let backend = ScriptedBackend::start().await;
     backend.enqueue(Script::chunks(["a", "b", "c", "d"]).stall_after(3));
     let response = post(&backend, &streaming("m", "x")).await;
-    let (text, end) = read_for(response, Duration::from_millis(500)).await;
+    let (text, end) = read_for(response, Duration::from_secs(1)).await;
     assert_eq!(end, Err("timed out".to_owned()));
     let events = parse_events(&text);
     assert_eq!(events.len(), 3, "role, a, b: {events:?}");
