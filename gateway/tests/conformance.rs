@@ -35,7 +35,8 @@ async fn basic_text_non_streaming() {
     assert_eq!(body["metadata"], json!({"k": "v"}));
     assert_eq!(body["tools"], json!([]));
     assert_eq!(body["tool_choice"], "auto");
-    assert_eq!(body["text"], json!({"format": {"type": "text"}}));
+    assert_eq!(body["text"], json!({"format": {"type": "text"}, "verbosity": "medium"}));
+    assert_eq!(body["reasoning"], json!({"effort": null, "summary": null}));
     assert_eq!(body["incomplete_details"], Value::Null);
     assert_eq!(body["error"], Value::Null);
     let message = &body["output"][0];

@@ -40,7 +40,7 @@ pub struct ResponseObject {
     pub frequency_penalty: f64,
     pub top_logprobs: u8,
     pub temperature: f64,
-    pub reasoning: Option<Value>,
+    pub reasoning: Value,
     pub usage: Option<Usage>,
     pub max_output_tokens: Option<u64>,
     pub max_tool_calls: Option<u64>,
@@ -185,10 +185,11 @@ impl ResponseObject {
             frequency_penalty: request.frequency_penalty.unwrap_or(0.0),
             top_logprobs: request.top_logprobs.unwrap_or(0),
             temperature: request.temperature.unwrap_or(1.0),
-            reasoning: request
-                .reasoning
-                .as_ref()
-                .map(|r| json!({"effort": r.effort, "summary": r.summary})),
+            // Always an object, as OpenAI answers even for models that do not reason.
+            reasoning: match &request.reasoning {
+                Some(r) => json!({"effort": r.effort, "summary": r.summary}),
+                None => json!({"effort": null, "summary": null}),
+            },
             usage: None,
             max_output_tokens: request.max_output_tokens,
             max_tool_calls: request.max_tool_calls,
@@ -232,10 +233,9 @@ fn text_echo(request: &CreateResponse) -> Value {
             "strict": strict.unwrap_or(false),
         }),
     };
-    match request.text.verbosity {
-        Some(v) => json!({"format": format, "verbosity": v}),
-        None => json!({"format": format}),
-    }
+    // `medium` is the documented default ("use the model's default verbosity").
+    let verbosity = request.text.verbosity.unwrap_or(super::request::Verbosity::Medium);
+    json!({"format": format, "verbosity": verbosity})
 }
 
 impl ToolChoiceMode {
