@@ -16,6 +16,10 @@
 //! `GET /health`. With nothing scripted a request gets `You said: <last user message>`.
 //! A system, developer or user message starting with `SCRIPT:` followed by a JSON [`Script`]
 //! scripts that request from outside (its turn is the number of assistant messages so far).
+//! `script-example.yaml` beside `Cargo.toml` documents the file format (`--script FILE`);
+//! the binary's `--admin` adds a `/_scripted/` HTTP control API (see `admin`).
+//! For benchmarks turn recording off (`Options { record_limit: 0, .. }`): it copies every
+//! request.
 //!
 //! # Layout
 //! Data flows down the list for each request:
