@@ -7,6 +7,7 @@
 //! - [`identity`]: workload identity (SPIFFE): SVID sources (Workload API, files) -> rustls mTLS
 //!   configs -> an axum mTLS server handing handlers the peer's SPIFFE ID, and an mTLS reqwest
 //!   client; peer allow lists by SPIFFE ID; a development CA behind the `dev-ca` feature.
+//! - [`search_api`]: requests and responses of the sandbox agent's file-search and web-search routes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future, the start of every graceful drain.
 //! - [`telemetry`]: tracing (text/JSON) and OpenTelemetry OTLP export, W3C context propagation.
 
@@ -16,5 +17,6 @@ pub mod agent_api;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod search_api;
 pub mod shutdown;
 pub mod telemetry;
