@@ -69,6 +69,9 @@ async fn misbehave(query: &str) -> Option<Response> {
             Some((StatusCode::INTERNAL_SERVER_ERROR, "engine exploded").into_response())
         }
         "upstream-garbage" => Some("<html>not json</html>".into_response()),
+        "upstream-huge" => {
+            Some(Json(json!({"results": [], "padding": "x".repeat(50_000)})).into_response())
+        }
         "upstream-slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Some(Json(json!({"results": []})).into_response())
@@ -181,7 +184,7 @@ async fn serve(config: WebSearchConfig) -> String {
 }
 
 fn online(provider: ProviderConfig) -> WebSearchConfig {
-    WebSearchConfig { provider: Some(provider), timeout_ms: 1_000, ..WebSearchConfig::default() }
+    WebSearchConfig { provider: Some(provider), timeout_ms: 5_000, ..WebSearchConfig::default() }
 }
 
 async fn search(base: &str, body: Value) -> reqwest::Response {
@@ -321,8 +324,8 @@ async fn tavily_request_shape_key_and_domain_filter() {
 async fn upstream_errors_are_502_and_timeouts_504() {
     let (fake, _seen) = fake_provider().await;
     let base = serve(WebSearchConfig {
-        timeout_ms: 300,
-        ..online(ProviderConfig::Searxng { base_url: fake, language: None })
+        timeout_ms: 1_000,
+        ..online(ProviderConfig::Searxng { base_url: fake.clone(), language: None })
     })
     .await;
 
@@ -350,8 +353,22 @@ async fn upstream_errors_are_502_and_timeouts_504() {
         "upstream_timeout",
     )
     .await;
-    assert!(message.contains("300 ms"), "{message}");
+    assert!(message.contains("1000 ms"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(4), "the timeout did not cut the wait");
+
+    // A body over max_response_bytes is refused, not buffered.
+    let small = serve(WebSearchConfig {
+        max_response_bytes: 10_000,
+        ..online(ProviderConfig::Searxng { base_url: fake.clone(), language: None })
+    })
+    .await;
+    let message = expect_error(
+        search(&small, json!({"query": "upstream-huge"})).await,
+        502,
+        "upstream_error",
+    )
+    .await;
+    assert!(message.contains("larger than the limit of 10000 bytes"), "{message}");
 
     // Nothing listening: a refused connection is a 502.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
