@@ -101,10 +101,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.sessions.metrics().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.sessions.metrics().render())
         .into_response()
 }
 
@@ -113,7 +110,11 @@ async fn not_found() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::Http(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into())
+    Error::Http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed here".into(),
+    )
 }
 
 /// `Json` whose rejections use the error envelope.
@@ -140,13 +141,17 @@ fn json_error(rejection: JsonRejection) -> Error {
 
 async fn create_session(State(state): State<AppState>, req: Request) -> Result<Response> {
     // The body is optional: empty means defaults.
-    let body = axum::body::to_bytes(req.into_body(), state.sessions.config().server.max_json_body_bytes)
-        .await
-        .map_err(|_| Error::Http(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large".into()))?;
+    let body =
+        axum::body::to_bytes(req.into_body(), state.sessions.config().server.max_json_body_bytes)
+            .await
+            .map_err(|_| {
+                Error::Http(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large".into())
+            })?;
     let request: CreateSessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSessionRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))?
     };
     let info = state.sessions.create(request.label).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
@@ -160,7 +165,10 @@ async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> R
     Ok(Json(state.sessions.get(&id)?.info()).into_response())
 }
 
-async fn delete_session(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state.sessions.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -209,7 +217,8 @@ async fn execute_stream(
             let data = serde_json::to_string(&OutputChunk { text }).expect("serializable");
             let _ = chunks.send(Event::default().event(name).data(data));
         };
-        let event = match sessions.execute(&id, &request.code, request.timeout_ms, &mut sink).await {
+        let event = match sessions.execute(&id, &request.code, request.timeout_ms, &mut sink).await
+        {
             Ok(result) => Event::default()
                 .event(EVENT_RESULT)
                 .data(serde_json::to_string(&result).expect("serializable")),

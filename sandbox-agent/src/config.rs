@@ -264,11 +264,7 @@ impl Config {
         need(l.processes >= 1, "limits.processes", "must be at least 1");
         need(l.open_files >= 16, "limits.open_files", "must be at least 16");
         need(l.file_size_bytes >= 1, "limits.file_size_bytes", "must be at least 1");
-        need(
-            self.python.executable.is_absolute(),
-            "python.executable",
-            "must be an absolute path",
-        );
+        need(self.python.executable.is_absolute(), "python.executable", "must be an absolute path");
         need(self.python.start_timeout_ms >= 1, "python.start_timeout_ms", "must be at least 1");
         need(self.workspace.root.is_absolute(), "workspace.root", "must be an absolute path");
         need(self.workspace.max_listed_files >= 1, "workspace.max_listed_files", "must be >= 1");

@@ -110,9 +110,14 @@ impl Agent {
 }
 
 /// Serves the agent until `shutdown` completes (see the module docs for the phases).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let Some(identity_config) = config.identity.clone() else {
-        return Err(Error::Config("`identity`: required to serve (source: files | workload_api)".into()));
+        return Err(Error::Config(
+            "`identity`: required to serve (source: files | workload_api)".into(),
+        ));
     };
     let policy = PeerPolicy::exact(config.server.allowed_callers.iter().map(String::as_str))
         .map_err(|e| Error::Config(format!("`server.allowed_callers`: {e}")))?;
@@ -164,7 +169,8 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Config(format!("`identity`: {e}")))?;
     tracing::info!("SVID received");
-    let mtls = MtlsServer::new(source, policy).map_err(|e| Error::Config(format!("`identity`: {e}")))?;
+    let mtls =
+        MtlsServer::new(source, policy).map_err(|e| Error::Config(format!("`identity`: {e}")))?;
     let router = agent.router();
     let stop = stopped();
     tasks.spawn(async move {

@@ -196,7 +196,8 @@ impl Sessions {
 
     /// Deletes every session (shutdown).
     pub async fn delete_all(&self) {
-        let ids: Vec<String> = self.sessions.lock().expect("sessions lock").keys().cloned().collect();
+        let ids: Vec<String> =
+            self.sessions.lock().expect("sessions lock").keys().cloned().collect();
         for id in ids {
             let _ = self.delete(&id).await;
         }
@@ -407,7 +408,10 @@ fn to_result(raw: RawOutcome, limits: &ExecLimits, duration: Duration) -> Execut
     let status = if timed_out {
         error = Some(ExecError {
             name: "TimeoutError".into(),
-            value: format!("execution exceeded its time limit of {} ms", limits.timeout.as_millis()),
+            value: format!(
+                "execution exceeded its time limit of {} ms",
+                limits.timeout.as_millis()
+            ),
             traceback: error.map(|e| e.traceback).unwrap_or_default(),
         });
         ExecStatus::Timeout
@@ -458,7 +462,12 @@ fn to_result(raw: RawOutcome, limits: &ExecLimits, duration: Duration) -> Execut
 fn rich_output(raw: crate::interpreter::RichRaw) -> Option<RichOutput> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(&raw.data).ok()?;
     let (width, height) = png_size(&bytes)?;
-    Some(RichOutput { mime_type: raw.mime_type, data: raw.data, width: Some(width), height: Some(height) })
+    Some(RichOutput {
+        mime_type: raw.mime_type,
+        data: raw.data,
+        width: Some(width),
+        height: Some(height),
+    })
 }
 
 /// Width and height of a PNG, or `None` if it is not one.

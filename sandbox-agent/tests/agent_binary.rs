@@ -101,7 +101,10 @@ async fn the_binary_serves_over_mtls_from_files() {
     let deadline = Instant::now() + PATIENCE;
     while api.is_none() || admin.is_none() {
         let line = rx.recv_timeout(deadline - Instant::now()).expect("listening log lines");
-        let addr = line.split("addr=").nth(1).map(|a| a.split_whitespace().next().unwrap_or("").to_string());
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
         if line.contains("API (mTLS) listening") {
             api = addr;
         } else if line.contains("admin (HTTP) listening") {
@@ -147,8 +150,11 @@ async fn the_binary_serves_over_mtls_from_files() {
     assert_eq!(r.status(), 429);
 
     // SIGTERM: drains, deletes the sessions' workspaces, exits 0.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .expect("sigterm");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("sigterm");
     let mut child = child;
     let deadline = Instant::now() + PATIENCE;
     let status = loop {

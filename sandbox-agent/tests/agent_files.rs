@@ -37,12 +37,18 @@ async fn upload_list_download_delete() {
         .await;
     assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
     assert_eq!(r.value.as_deref(), Some("['a,b', '1,2']"));
-    let changes: Vec<_> = r.files.iter().map(|f| (f.path.as_str(), f.change, f.size_bytes)).collect();
+    let changes: Vec<_> =
+        r.files.iter().map(|f| (f.path.as_str(), f.change, f.size_bytes)).collect();
     assert_eq!(changes, vec![("data/out.txt", FileChangeKind::Created, 1)]);
 
-    let r = agent.execute(&s.id, "import os\nos.remove('data/in.csv')\nopen('data/out.txt', 'a').write('!')").await;
+    let r = agent
+        .execute(&s.id, "import os\nos.remove('data/in.csv')\nopen('data/out.txt', 'a').write('!')")
+        .await;
     let changes: Vec<_> = r.files.iter().map(|f| (f.path.as_str(), f.change)).collect();
-    assert_eq!(changes, vec![("data/in.csv", FileChangeKind::Deleted), ("data/out.txt", FileChangeKind::Modified)]);
+    assert_eq!(
+        changes,
+        vec![("data/in.csv", FileChangeKind::Deleted), ("data/out.txt", FileChangeKind::Modified)]
+    );
 
     assert_eq!(listing(&agent, &s.id).await, vec![("data/out.txt".to_string(), 2)]);
     let r = agent.client.get(url("data/out.txt")).send().await.expect("download");
@@ -68,7 +74,8 @@ async fn traversal_symlinks_and_oversize_are_refused_and_change_nothing() {
     // The code plants a symlink to a directory outside the workspace.
     let outside = tempfile::tempdir().expect("tempdir");
     std::fs::write(outside.path().join("secret"), "s3cret").expect("write");
-    let code = format!("import os\nos.symlink({:?}, 'escape')", outside.path().display().to_string());
+    let code =
+        format!("import os\nos.symlink({:?}, 'escape')", outside.path().display().to_string());
     assert_eq!(agent.execute(&s.id, &code).await.status, ExecStatus::Ok);
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -81,7 +88,11 @@ async fn traversal_symlinks_and_oversize_are_refused_and_change_nothing() {
         (agent.client.delete(format!("{base}escape/secret")), 400, "path_not_allowed"),
         (agent.client.put(format!("{base}keep.txt")).body(vec![b'x'; 2048]), 413, "too_large"),
         (agent.client.put(format!("{base}big.bin")).body(vec![b'x'; 1025]), 413, "too_large"),
-        (agent.client.get(format!("{}/v1/sessions/nope/files/keep.txt", agent.base)), 404, "session_not_found"),
+        (
+            agent.client.get(format!("{}/v1/sessions/nope/files/keep.txt", agent.base)),
+            404,
+            "session_not_found",
+        ),
     ];
     for (request, status, code) in cases {
         let r = request.send().await.expect("request");
@@ -101,10 +112,19 @@ async fn traversal_symlinks_and_oversize_are_refused_and_change_nothing() {
     assert_eq!(r.status(), 413);
 
     // Nothing changed: the outside dir, the kept file, the listing.
-    let outside_entries: Vec<_> = std::fs::read_dir(outside.path()).expect("read").flatten().map(|e| e.file_name()).collect();
+    let outside_entries: Vec<_> =
+        std::fs::read_dir(outside.path()).expect("read").flatten().map(|e| e.file_name()).collect();
     assert_eq!(outside_entries, vec![std::ffi::OsString::from("secret")]);
     assert_eq!(listing(&agent, &s.id).await, vec![("keep.txt".to_string(), 8)]);
-    let kept = agent.client.get(format!("{base}keep.txt")).send().await.expect("get").text().await.expect("text");
+    let kept = agent
+        .client
+        .get(format!("{base}keep.txt"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(kept, "original");
     let scratch: Vec<_> = std::fs::read_dir(agent.workspace.path().join(".scratch").join(&s.id))
         .expect("scratch")

@@ -123,7 +123,9 @@ async fn files_outside_the_workspace_are_not_readable() {
     let r = agent.execute(&s.id, "import os\nos.listdir('/root')").await;
     assert_eq!(r.error.as_ref().map(|e| e.name.as_str()), Some("PermissionError"), "{r:?}");
     // It runs as the configured unprivileged user with no extra groups and a scrubbed env.
-    let r = agent.execute(&s.id, "import os\n(os.getuid(), os.getgid(), os.getgroups(), sorted(os.environ))").await;
+    let r = agent
+        .execute(&s.id, "import os\n(os.getuid(), os.getgid(), os.getgroups(), sorted(os.environ))")
+        .await;
     let uid = agent.config.sandbox.uid;
     assert_eq!(
         r.value.as_deref(),
@@ -149,7 +151,9 @@ async fn network_is_refused_when_the_pool_forbids_it() {
     assert_eq!(r.error.as_ref().expect("error").name, "PermissionError", "{r:?}");
     assert!(listener.accept().is_err(), "a connection got through");
     // Local IPC still works (multiprocessing, pipes).
-    let r = agent.execute(&s.id, "import socket\na, b = socket.socketpair()\na.send(b'x')\nb.recv(1)").await;
+    let r = agent
+        .execute(&s.id, "import socket\na, b = socket.socketpair()\na.send(b'x')\nb.recv(1)")
+        .await;
     assert_eq!(r.value.as_deref(), Some("b'x'"), "{r:?}");
     agent.stop().await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use antwort_common::agent_api::{ExecStatus, ExecuteResult, SessionState};
 use antwort_common::error::ErrorEnvelope;
 use base64::Engine;
-use common::{GATEWAY_ID, POOL_MANAGER_ID, PATIENCE, TestAgent, client_for, png_dimensions};
+use common::{GATEWAY_ID, PATIENCE, POOL_MANAGER_ID, TestAgent, client_for, png_dimensions};
 use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,10 @@ async fn state_persists_and_sessions_are_isolated() {
     let r = agent.execute(&a.id, "import math\nx = 41\nopen('mine.txt', 'w').write('a')").await;
     assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
     let r = agent.execute(&a.id, "print(x + 1)\nmath.floor(2.5)").await;
-    assert_eq!((r.status, r.stdout.as_str(), r.value.as_deref()), (ExecStatus::Ok, "42\n", Some("2")));
+    assert_eq!(
+        (r.status, r.stdout.as_str(), r.value.as_deref()),
+        (ExecStatus::Ok, "42\n", Some("2"))
+    );
 
     let r = agent.execute(&b.id, "x").await;
     assert_eq!(r.status, ExecStatus::Error);
@@ -59,7 +62,10 @@ async fn errors_come_back_typed_with_traceback() {
 
     // stderr is separate, and the session still works after errors.
     let r = agent.execute(&s.id, "import sys\nsys.stderr.write('warn\\n')\n7 * 6").await;
-    assert_eq!((r.status, r.stderr.as_str(), r.value.as_deref()), (ExecStatus::Ok, "warn\n", Some("42")));
+    assert_eq!(
+        (r.status, r.stderr.as_str(), r.value.as_deref()),
+        (ExecStatus::Ok, "warn\n", Some("42"))
+    );
     agent.stop().await;
 }
 
@@ -75,9 +81,8 @@ async fn plots_and_images_come_back_as_png() {
     assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
     assert_eq!(r.stderr, "", "no backend warnings");
     assert_eq!(r.rich_outputs.len(), 1, "{r:?}");
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(&r.rich_outputs[0].data)
-        .expect("base64");
+    let png =
+        base64::engine::general_purpose::STANDARD.decode(&r.rich_outputs[0].data).expect("base64");
     assert_eq!(png_dimensions(&png), (400, 300));
     assert_eq!(r.rich_outputs[0].mime_type, "image/png");
     assert_eq!((r.rich_outputs[0].width, r.rich_outputs[0].height), (Some(400), Some(300)));
@@ -89,9 +94,8 @@ async fn plots_and_images_come_back_as_png() {
     let r = agent.execute(&s.id, "from PIL import Image\nImage.new('RGB', (64, 32), 'red')").await;
     assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
     assert_eq!(r.rich_outputs.len(), 1);
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(&r.rich_outputs[0].data)
-        .expect("base64");
+    let png =
+        base64::engine::general_purpose::STANDARD.decode(&r.rich_outputs[0].data).expect("base64");
     assert_eq!(png_dimensions(&png), (64, 32));
     agent.stop().await;
 }
@@ -111,12 +115,17 @@ async fn streaming_sends_chunks_before_the_result() {
         .expect("stream request");
     assert_eq!(response.status(), 200);
     assert!(
-        response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream")
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
     );
     let mut events = eventsource_stream::EventStream::new(response.bytes_stream());
     let mut seen = Vec::new();
     let mut result = None;
-    while let Some(event) = tokio::time::timeout(PATIENCE, events.next()).await.expect("event in time") {
+    while let Some(event) =
+        tokio::time::timeout(PATIENCE, events.next()).await.expect("event in time")
+    {
         let event = event.expect("valid SSE");
         if event.event == "result" {
             result = Some(serde_json::from_str::<ExecuteResult>(&event.data).expect("result json"));
@@ -130,8 +139,10 @@ async fn streaming_sends_chunks_before_the_result() {
     assert_eq!(result.value.as_deref(), Some("'done'"));
     assert_eq!(result.stdout, "first\nsecond\n");
     assert_eq!(seen.first(), Some(&("stdout".to_string(), "first\n".to_string())), "{seen:?}");
-    let stdout: String = seen.iter().filter(|(e, _)| e == "stdout").map(|(_, t)| t.as_str()).collect();
-    let stderr: String = seen.iter().filter(|(e, _)| e == "stderr").map(|(_, t)| t.as_str()).collect();
+    let stdout: String =
+        seen.iter().filter(|(e, _)| e == "stdout").map(|(_, t)| t.as_str()).collect();
+    let stderr: String =
+        seen.iter().filter(|(e, _)| e == "stderr").map(|(_, t)| t.as_str()).collect();
     assert_eq!((stdout.as_str(), stderr.as_str()), ("first\nsecond\n", "oops\n"));
     agent.stop().await;
 }
@@ -147,7 +158,9 @@ async fn interrupt_and_restart() {
     let running = tokio::spawn(async move {
         client
             .post(url)
-            .json(&serde_json::json!({ "code": "import time\nfor _ in range(600): time.sleep(0.1)" }))
+            .json(
+                &serde_json::json!({ "code": "import time\nfor _ in range(600): time.sleep(0.1)" }),
+            )
             .send()
             .await
             .expect("execute")
@@ -213,10 +226,16 @@ async fn interrupt_and_restart() {
     assert_eq!(r.value.as_deref(), Some("(True, False)"));
 
     // Delete: gone, and its workspace with it.
-    let r = agent.client.delete(agent.url(&format!("/v1/sessions/{}", s.id))).send().await.expect("delete");
+    let r = agent
+        .client
+        .delete(agent.url(&format!("/v1/sessions/{}", s.id)))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 204);
     assert!(!std::path::Path::new(&s.workspace).exists());
-    let r = agent.client.get(agent.url(&format!("/v1/sessions/{}", s.id))).send().await.expect("get");
+    let r =
+        agent.client.get(agent.url(&format!("/v1/sessions/{}", s.id))).send().await.expect("get");
     assert_eq!(r.status(), 404);
     agent.stop().await;
 }
@@ -224,8 +243,10 @@ async fn interrupt_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_enveloped_4xx() {
     let agent = TestAgent::start_with(|c| c.limits.max_sessions = 2).await;
-    let check = |status: u16, code: &'static str| move |r: (u16, ErrorEnvelope)| {
-        assert_eq!((r.0, r.1.error.code.as_str()), (status, code), "{:?}", r.1);
+    let check = |status: u16, code: &'static str| {
+        move |r: (u16, ErrorEnvelope)| {
+            assert_eq!((r.0, r.1.error.code.as_str()), (status, code), "{:?}", r.1);
+        }
     };
     let send = |req: reqwest::RequestBuilder| async move {
         let r = req.send().await.expect("request");
@@ -233,10 +254,17 @@ async fn bad_input_gets_enveloped_4xx() {
         (status, r.json::<ErrorEnvelope>().await.expect("error envelope"))
     };
     let c = &agent.client;
-    check(404, "session_not_found")(send(c.post(agent.url("/v1/sessions/nope/execute")).json(&serde_json::json!({"code": "1"}))).await);
+    check(404, "session_not_found")(
+        send(
+            c.post(agent.url("/v1/sessions/nope/execute")).json(&serde_json::json!({"code": "1"})),
+        )
+        .await,
+    );
     let s = agent.create_session().await;
     let exec = agent.url(&format!("/v1/sessions/{}/execute", s.id));
-    check(400, "invalid_request")(send(c.post(&exec).header("content-type", "application/json").body("{not json")).await);
+    check(400, "invalid_request")(
+        send(c.post(&exec).header("content-type", "application/json").body("{not json")).await,
+    );
     check(400, "invalid_request")(send(c.post(&exec).json(&serde_json::json!({"cod": "1"}))).await);
     check(400, "invalid_request")(send(c.post(agent.url("/v1/sessions")).body("[1]")).await);
     check(404, "route_not_found")(send(c.get(agent.url("/v2/nothing"))).await);
@@ -244,7 +272,8 @@ async fn bad_input_gets_enveloped_4xx() {
     agent.create_session().await;
     check(429, "too_many_sessions")(send(c.post(agent.url("/v1/sessions"))).await);
     // Nothing changed: still two sessions, the first still works.
-    let list: serde_json::Value = c.get(agent.url("/v1/sessions")).send().await.expect("list").json().await.expect("json");
+    let list: serde_json::Value =
+        c.get(agent.url("/v1/sessions")).send().await.expect("list").json().await.expect("json");
     assert_eq!(list["sessions"].as_array().expect("array").len(), 2);
     assert_eq!(agent.execute(&s.id, "1 + 1").await.value.as_deref(), Some("2"));
     agent.stop().await;
@@ -261,10 +290,8 @@ async fn only_allowed_callers_get_in_and_health_metrics_work() {
     let forged = client_for(&other_ca, GATEWAY_ID);
     assert!(forged.get(agent.url("/v1/sessions")).send().await.is_err());
     // No client certificate at all: refused.
-    let anonymous = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(true)
-        .build()
-        .expect("client");
+    let anonymous =
+        reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("client");
     assert!(anonymous.get(agent.url("/healthz")).send().await.is_err());
 
     let plain = reqwest::Client::new();
@@ -275,7 +302,14 @@ async fn only_allowed_callers_get_in_and_health_metrics_work() {
     let s = agent.create_session().await;
     agent.execute(&s.id, "1").await;
     agent.execute(&s.id, "1/0").await;
-    let text = plain.get(format!("{}/metrics", agent.admin)).send().await.expect("metrics").text().await.expect("text");
+    let text = plain
+        .get(format!("{}/metrics", agent.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     // The warm-up counts as one ok execution.
     assert!(text.contains("antwort_agent_executions_total{status=\"ok\"} 2"), "{text}");
     assert!(text.contains("antwort_agent_executions_total{status=\"error\"} 1"), "{text}");

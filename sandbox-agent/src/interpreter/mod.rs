@@ -207,8 +207,17 @@ impl Interpreter {
             tokio::spawn(pump(stderr, Stream::Stderr, nonce, out_tx)),
             tokio::spawn(read_frames(result_read, max_frame_bytes, res_tx)),
         ];
-        let mut interpreter =
-            Interpreter { child, pid, requests, results, output, tasks, cgroup, seq: 0, reaped: false };
+        let mut interpreter = Interpreter {
+            child,
+            pid,
+            requests,
+            results,
+            output,
+            tasks,
+            cgroup,
+            seq: 0,
+            reaped: false,
+        };
         match timeout(spec.start_timeout, interpreter.results.recv()).await {
             Ok(Some(Ok(frame))) if frame["op"] == "ready" => Ok(interpreter),
             outcome => {
@@ -262,11 +271,8 @@ impl Interpreter {
 
         let deadline = Instant::now() + limits.timeout;
         let mut kill_at: Option<Instant> = None;
-        let mut stop_at: Option<Instant> = if control_closed {
-            Some(Instant::now() + DRAIN_WAIT)
-        } else {
-            None
-        };
+        let mut stop_at: Option<Instant> =
+            if control_closed { Some(Instant::now() + DRAIN_WAIT) } else { None };
         loop {
             let outputs_done = (markers[0] || closed[0]) && (markers[1] || closed[1]);
             if (reply.is_some() && outputs_done) || (control_closed && closed[0] && closed[1]) {
@@ -454,7 +460,12 @@ impl Collector {
         }
     }
 
-    fn push(&mut self, stream: Stream, bytes: &[u8], sink: &mut (dyn FnMut(Stream, String) + Send)) {
+    fn push(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+        sink: &mut (dyn FnMut(Stream, String) + Send),
+    ) {
         let take = bytes.len().min(self.remaining);
         if take < bytes.len() {
             self.truncated = true;
@@ -471,10 +482,7 @@ impl Collector {
         }
     }
 
-    fn finish(
-        mut self,
-        sink: &mut (dyn FnMut(Stream, String) + Send),
-    ) -> (Vec<u8>, Vec<u8>, bool) {
+    fn finish(mut self, sink: &mut (dyn FnMut(Stream, String) + Send)) -> (Vec<u8>, Vec<u8>, bool) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let rest = self.decoders[stream.index()].finish();
             if !rest.is_empty() {

@@ -48,7 +48,8 @@ impl MarkerScanner {
                         self.pending = rest[at..].to_vec();
                         return pieces;
                     }
-                    let seq = std::str::from_utf8(&after[..digits]).ok().and_then(|s| s.parse().ok());
+                    let seq =
+                        std::str::from_utf8(&after[..digits]).ok().and_then(|s| s.parse().ok());
                     match (seq, after.get(digits)) {
                         (Some(seq), Some(0x1e)) if digits > 0 => {
                             push_data(&mut pieces, &rest[..at]);
@@ -103,10 +104,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Length of the longest suffix of `data` that is a proper prefix of `prefix`.
 fn partial_prefix_len(data: &[u8], prefix: &[u8]) -> usize {
-    (1..prefix.len().min(data.len() + 1))
-        .rev()
-        .find(|&n| data.ends_with(&prefix[..n]))
-        .unwrap_or(0)
+    (1..prefix.len().min(data.len() + 1)).rev().find(|&n| data.ends_with(&prefix[..n])).unwrap_or(0)
 }
 
 /// Decodes a byte stream as UTF-8 chunk by chunk, never splitting a character (invalid bytes

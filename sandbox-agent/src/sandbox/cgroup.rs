@@ -84,7 +84,12 @@ impl Cgroups {
     }
 
     /// Makes the cgroup of one interpreter with its limits.
-    pub fn create(&self, name: &str, memory_bytes: u64, pids: u64) -> Result<Option<SessionCgroup>> {
+    pub fn create(
+        &self,
+        name: &str,
+        memory_bytes: u64,
+        pids: u64,
+    ) -> Result<Option<SessionCgroup>> {
         match self {
             Cgroups::None => Ok(None),
             Cgroups::V1 { memory, pids: pids_root } => {

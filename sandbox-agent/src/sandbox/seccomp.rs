@@ -125,7 +125,7 @@ fn compile(
     let filter =
         SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
             .map_err(|e| Error::Internal(format!("seccomp filter: {e}")))?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| {
-        Error::Internal(format!("seccomp compile: {e}"))
-    })
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| Error::Internal(format!("seccomp compile: {e}")))
 }

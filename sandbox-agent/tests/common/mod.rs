@@ -132,7 +132,12 @@ impl TestAgent {
         self.execute_with(id, code, None).await
     }
 
-    pub async fn execute_with(&self, id: &str, code: &str, timeout_ms: Option<u64>) -> ExecuteResult {
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        code: &str,
+        timeout_ms: Option<u64>,
+    ) -> ExecuteResult {
         let mut body = serde_json::json!({ "code": code });
         if let Some(ms) = timeout_ms {
             body["timeout_ms"] = ms.into();
