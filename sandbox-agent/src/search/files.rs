@@ -289,6 +289,36 @@ mod tests {
         search.upload("b.txt", b"bananas".to_vec()).await.expect("room again");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_uploads_respect_max_files() {
+        let search = service(FileSearchConfig { max_files: 5, ..FileSearchConfig::default() });
+        let uploads: Vec<_> = (0..20)
+            .map(|i| {
+                let search = search.clone();
+                tokio::spawn(async move {
+                    let body = format!("document number {i} about parallel uploads");
+                    search.upload(&format!("doc-{i}.txt"), body.into_bytes()).await
+                })
+            })
+            .collect();
+        let mut stored = 0;
+        for upload in uploads {
+            match upload.await.expect("upload task") {
+                Ok(_) => stored += 1,
+                Err(SearchError::StoreFull(_)) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(stored, 5);
+        assert_eq!(search.list().expect("list").len(), 5);
+        let hits = search
+            .query(FileSearchRequest { max_results: Some(50), ..req("parallel uploads") })
+            .await
+            .expect("query")
+            .data;
+        assert_eq!(hits.len(), 5, "every stored file is indexed, no other");
+    }
+
     #[tokio::test]
     async fn total_text_limit() {
         let search =
