@@ -858,3 +858,102 @@ async fn each_event_is_one_chunk_written_at_once() {
         reads.len()
     );
 }
+
+/// The requests of the official OpenResponses compliance suite (openresponses.org/compliance:
+/// basic, streaming, system prompt, tool calling plain and streamed, image input, multi-turn),
+/// sent unchanged through the gateway to the unscripted backend, with the suite's checks.
+#[tokio::test]
+async fn compliance_suite_requests_pass_unscripted() {
+    let backend = ScriptedBackend::start().await;
+    let gateway = Gateway::start(&backend).await;
+    let user = |text: &str| json!({"type": "message", "role": "user", "content": text});
+    let weather = json!([{"type": "function", "name": "get_weather", "description": "Get the current weather for a location",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"}}, "required": ["location"]}}]);
+    let image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2j";
+    let cases = [
+        (
+            "basic-response",
+            json!({"model": "m", "input": [user("Say hello in exactly 3 words.")]}),
+            false,
+            None,
+        ),
+        (
+            "streaming-response",
+            json!({"model": "m", "input": [user("Count from 1 to 5.")]}),
+            true,
+            None,
+        ),
+        (
+            "system-prompt",
+            json!({"model": "m", "input": [{"type": "message", "role": "system", "content": "You are a pirate."}, user("Say hello.")]}),
+            false,
+            None,
+        ),
+        (
+            "tool-calling",
+            json!({"model": "m", "input": [user("What's the weather like in San Francisco?")], "tools": weather}),
+            false,
+            Some("function_call"),
+        ),
+        (
+            "tool-calling-streaming",
+            json!({"model": "m", "input": [user("What's the weather like in San Francisco?")], "tools": weather}),
+            true,
+            Some("function_call"),
+        ),
+        (
+            "image-input",
+            json!({"model": "m", "input": [{"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What do you see in this image?"}, {"type": "input_image", "image_url": image}]}]}),
+            false,
+            None,
+        ),
+        (
+            "multi-turn",
+            json!({"model": "m", "input": [user("My name is Alice."),
+            {"type": "message", "role": "assistant", "content": "Hello Alice!"}, user("What is my name?")]}),
+            false,
+            None,
+        ),
+    ];
+    for (name, body, streaming, expected_type) in cases {
+        let response = if streaming {
+            let stream = post_stream(&gateway, body).await;
+            let response =
+                assert_stream_conformant(&stream).unwrap_or_else(|| panic!("{name}: no response"));
+            if expected_type == Some("function_call") {
+                for kind in [
+                    "response.function_call_arguments.delta",
+                    "response.function_call_arguments.done",
+                ] {
+                    assert!(!stream.of_type(kind).is_empty(), "{name}: no {kind}");
+                }
+                assert!(
+                    stream
+                        .of_type("response.output_item.added")
+                        .iter()
+                        .any(|e| e["item"]["type"] == "function_call")
+                );
+                assert!(
+                    stream
+                        .of_type("response.output_item.done")
+                        .iter()
+                        .any(|e| e["item"]["type"] == "function_call")
+                );
+            }
+            response
+        } else {
+            let (status, response) = post(&gateway, body).await;
+            assert_eq!(status, 200, "{name}: {response}");
+            assert_response(&response);
+            response
+        };
+        let output = response["output"].as_array().expect("output");
+        assert!(!output.is_empty(), "{name}: no output");
+        if let Some(kind) = expected_type {
+            assert!(output.iter().any(|item| item["type"] == kind), "{name}: no {kind} item");
+        } else {
+            assert_eq!(response["status"], "completed", "{name}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::request::ChatRequest;
-use crate::script::{Script, Turn};
+use crate::script::{Script, ToolCall, Turn};
 
 /// The turn chosen for one request.
 pub(crate) struct Pick {
@@ -136,7 +136,16 @@ impl Book {
             Some(sequence) => sequence,
             None => self.fallback.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
         };
-        Ok(sequence.next(true).0)
+        let pick = sequence.next(true).0;
+        if pick.turn.is_echo()
+            && !pick.failing
+            && let Some((name, arguments)) = request.default_tool_call()
+        {
+            let call = ToolCall { id: None, name, arguments };
+            let turn = Turn { tool_calls: vec![call], ..(*pick.turn).clone() };
+            return Ok(Pick { turn: Arc::new(turn), failing: false });
+        }
+        Ok(pick)
     }
 
     /// A directive is stateless except for `fail_times`: its turn is the number of assistant

@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Routes: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models`,
-//! `GET /health`. With nothing scripted a request gets `You said: <last user message>`.
+//! `GET /health`. With nothing scripted a request gets `You said: <last user message>`, or,
+//! when it offers tools and ends with a user message, a call of the first (or the named) tool
+//! with arguments made from the tool's schema: so an unmodified client (the OpenResponses
+//! compliance suite, an SDK) sees the same kinds of answers a model gives.
 //! A system, developer or user message starting with `SCRIPT:` followed by a JSON [`Script`]
 //! scripts that request from outside (its turn is the number of assistant messages so far).
 //! `script-example.yaml` beside `Cargo.toml` documents the file format (`--script FILE`);

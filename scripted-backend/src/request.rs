@@ -17,6 +17,9 @@ pub(crate) struct ChatRequest<'a> {
     pub logprobs: bool,
     pub top_logprobs: usize,
     pub messages: &'a [Value],
+    /// `tools`, as sent (empty when absent).
+    pub tools: &'a [Value],
+    pub tool_choice: Option<&'a Value>,
 }
 
 impl<'a> ChatRequest<'a> {
@@ -60,7 +63,14 @@ impl<'a> ChatRequest<'a> {
         if top_logprobs > 20 {
             return Err(bad("`top_logprobs` must be at most 20"));
         }
+        let tools = match object.get("tools") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(tools)) => tools.as_slice(),
+            Some(_) => return Err(bad("`tools` must be an array")),
+        };
         Ok(Self {
+            tools,
+            tool_choice: object.get("tool_choice").filter(|v| !v.is_null()),
             model,
             stream: flag("stream")?,
             include_usage,
@@ -109,6 +119,56 @@ impl<'a> ChatRequest<'a> {
             };
             text.trim_start().strip_prefix(DIRECTIVE_PREFIX)
         })
+    }
+
+    /// The unscripted model's tool call: offered tools (and not `tool_choice: none`) with a user
+    /// message last, it calls the named tool or else the first one, with arguments made from the
+    /// tool's JSON schema (required strings get the user's text). After a tool result it answers
+    /// in text, so an agent loop driving it ends.
+    pub fn default_tool_call(&self) -> Option<(String, String)> {
+        if self.tools.is_empty() || self.messages.last().and_then(role) != Some("user") {
+            return None;
+        }
+        let named = match self.tool_choice {
+            Some(Value::String(mode)) if mode == "none" => return None,
+            Some(Value::Object(choice)) => {
+                choice.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)
+            }
+            _ => None,
+        };
+        let function = |tool: &'a Value| tool.get("function");
+        let tool = match named {
+            Some(name) => self
+                .tools
+                .iter()
+                .filter_map(function)
+                .find(|f| f.get("name").and_then(Value::as_str) == Some(name))?,
+            None => self.tools.iter().find_map(function)?,
+        };
+        let name = tool.get("name")?.as_str()?.to_owned();
+        let parameters = tool.get("parameters");
+        let properties = parameters.and_then(|p| p.get("properties")).and_then(Value::as_object);
+        let required: Vec<&str> = parameters
+            .and_then(|p| p.get("required"))
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut arguments = serde_json::Map::new();
+        for field in required {
+            let kind = properties
+                .and_then(|p| p.get(field))
+                .and_then(|p| p.get("type"))
+                .and_then(Value::as_str);
+            let value = match kind {
+                Some("integer" | "number") => Value::from(1),
+                Some("boolean") => Value::Bool(true),
+                Some("array") => Value::Array(Vec::new()),
+                Some("object") => Value::Object(serde_json::Map::new()),
+                _ => Value::String(self.last_user_text()),
+            };
+            arguments.insert(field.to_owned(), value);
+        }
+        Some((name, Value::Object(arguments).to_string()))
     }
 
     /// How many assistant messages the conversation already has: picks the turn of a

@@ -145,3 +145,48 @@ async fn script_directives_pick_the_turn_from_the_conversation() {
     assert_eq!(assembled.content, "two");
     assert_eq!(assembled.reasoning_content, "add them");
 }
+
+/// Unscripted, a request offering tools gets a call of the first (or named) tool, arguments from
+/// its schema; after the tool's result it answers in text; `tool_choice: none` keeps it talking.
+#[tokio::test]
+async fn unscripted_requests_with_tools_call_a_tool() {
+    let backend = ScriptedBackend::start().await;
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"location": {"type": "string"}, "days": {"type": "integer"}}, "required": ["location", "days"]}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+    ]);
+    let mut body = chat("m", "Weather in Paris?");
+    body["tools"] = tools.clone();
+    let reply: Value = post(&backend, &body).await.json().await.expect("JSON");
+    let call = &reply["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().expect("args"))
+            .expect("JSON args");
+    assert_eq!(arguments, json!({"location": "Weather in Paris?", "days": 1}));
+    assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls");
+
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
+    let reply: Value = post(&backend, &body).await.json().await.expect("JSON");
+    assert_eq!(
+        reply["choices"][0]["message"]["tool_calls"][0]["function"],
+        json!({"name": "get_time", "arguments": "{}"})
+    );
+
+    body["tool_choice"] = json!("none");
+    let reply: Value = post(&backend, &body).await.json().await.expect("JSON");
+    assert_eq!(reply["choices"][0]["message"]["content"], "You said: Weather in Paris?");
+
+    let mut after_tool = chat("m", "Weather in Paris?");
+    after_tool["tools"] = tools;
+    after_tool["messages"].as_array_mut().expect("messages").extend([
+        json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}),
+        json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}),
+    ]);
+    let reply: Value = post(&backend, &after_tool).await.json().await.expect("JSON");
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+    assert!(
+        reply["choices"][0]["message"]["content"].as_str().expect("text").starts_with("You said:")
+    );
+}
