@@ -178,8 +178,10 @@ mod tests {
             let mut scanner = MarkerScanner::new("abc");
             let mut pieces = feed(&mut scanner, &[&stream[..split], &stream[split..]]);
             let rest = scanner.finish();
-            if !rest.is_empty() {
-                pieces.push(Piece::Data(rest));
+            match pieces.last_mut() {
+                Some(Piece::Data(last)) => last.extend(rest),
+                _ if !rest.is_empty() => pieces.push(Piece::Data(rest)),
+                _ => {}
             }
             assert_eq!(
                 pieces,
