@@ -33,7 +33,7 @@ async fn infinite_loop_times_out_and_the_session_survives() {
 
     // Code that swallows the interrupt is killed after the grace period; restart brings it back.
     let stubborn = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass";
-    let r = agent.execute_with(&s.id, stubborn, Some(500)).await;
+    let r = agent.execute_with(&s.id, stubborn, Some(3_000)).await;
     assert_eq!(r.status, ExecStatus::Timeout, "{r:?}");
     let info: serde_json::Value = agent
         .client

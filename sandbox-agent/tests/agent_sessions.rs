@@ -159,7 +159,7 @@ async fn interrupt_and_restart() {
         client
             .post(url)
             .json(
-                &serde_json::json!({ "code": "import time\nfor _ in range(600): time.sleep(0.1)" }),
+                &serde_json::json!({ "code": "import time\nopen('started', 'w').close()\nfor _ in range(600): time.sleep(0.1)" }),
             )
             .send()
             .await
@@ -196,7 +196,12 @@ async fn interrupt_and_restart() {
     assert_eq!(r.status(), 409);
     let envelope: ErrorEnvelope = r.json().await.expect("envelope");
     assert_eq!(envelope.error.code, "session_busy");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The code itself says it runs (an interrupt before that would hit the driver, not the code).
+    let started = std::path::Path::new(&s.workspace).join("started");
+    while !started.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "code never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r: serde_json::Value = agent
         .client
         .post(agent.url(&format!("/v1/sessions/{}/interrupt", s.id)))
