@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+scripts/kube-test-env.sh build  # pool-manager tests start a real kube-apiserver (built once, cached)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -248,7 +248,9 @@ fn status_for(
                 ("Filling", format!("{} of {} warm pods ready", counts.ready, pool.spec.min_ready))
             };
             vec![
-                condition("SpecValid", true, "Valid", String::new()),
+                // Never an empty message: the 1.20 apiserver turns "" into null in a merge patch
+                // and then rejects it against the schema.
+                condition("SpecValid", true, "Valid", "the spec is valid".to_owned()),
                 condition("Ready", filled, reason, message),
             ]
         }
