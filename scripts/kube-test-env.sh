@@ -74,8 +74,9 @@ cmd_build() {
   as_root mkdir -p "$CACHE"
   local scratch
   scratch="$(mktemp -d "${TMPDIR:-/tmp}/antwort-k8s-build.XXXXXX")"
+  BUILD_SCRATCH="$scratch" # global: the EXIT trap may run after this function's locals are gone
   # The source tree and Go caches are big (~2 GB): keep them only for the build.
-  trap 'rm -rf "$scratch"' EXIT
+  trap 'rm -rf "$BUILD_SCRATCH"' EXIT
   log "building kube-apiserver $K8S_VERSION from Debian source in $scratch (about 8 minutes)"
   (
     cd "$scratch"

@@ -197,16 +197,48 @@ impl SandboxPoolSpec {
             problems.push("spec.maxLifetimeSeconds: must be at least 1".to_owned());
         }
         for (index, caller) in self.allowed_callers.iter().enumerate() {
-            let trust_domain = caller
-                .strip_prefix("spiffe://")
-                .and_then(|rest| rest.split('/').next())
-                .unwrap_or("");
-            if trust_domain.is_empty() {
+            // The same parser the agents use, so a pool never hands them an ID they refuse.
+            if antwort_common::identity::SpiffeId::new(caller).is_err() {
                 problems.push(format!(
                     "spec.allowedCallers[{index}]: {caller:?} is not a SPIFFE ID (spiffe://trust-domain/path)"
                 ));
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(min_ready: u32, max_pods: u32, callers: &[&str]) -> SandboxPoolSpec {
+        serde_json::from_value(serde_json::json!({
+            "kind": "python",
+            "image": "img",
+            "minReady": min_ready,
+            "maxPods": max_pods,
+            "allowedCallers": callers,
+        }))
+        .expect("a spec")
+    }
+
+    #[test]
+    fn problems_name_each_bad_field() {
+        assert!(spec(2, 3, &["spiffe://td/gateway"]).problems().is_empty());
+        let problems = spec(4, 2, &["spiffe://td/gateway", "gateway"]).problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("spec.minReady"));
+        assert!(problems[1].starts_with("spec.allowedCallers[1]"));
+        assert_eq!(spec(0, 0, &[]).problems(), vec!["spec.maxPods: must be at least 1"]);
+    }
+
+    #[test]
+    fn defaults_fill_what_the_operator_left_out() {
+        let spec = spec(1, 1, &[]);
+        assert_eq!(spec.recycle_policy, RecyclePolicy::Destroy);
+        assert!(!spec.egress);
+        assert_eq!(spec.resources, PoolResources::default());
+        assert_eq!(spec.max_lifetime_seconds, 3600);
     }
 }
