@@ -84,6 +84,15 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, envelope) = self.envelope();
-        (status, Json(envelope)).into_response()
+        let mut response = (status, Json(envelope)).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read, so this connection cannot carry another
+            // request; saying so keeps clients from reusing it and failing their next call.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

@@ -24,6 +24,12 @@ impl IntoResponse for Error {
             }
         });
         let mut response = (status, axum::Json(body)).into_response();
+        if let Error::PayloadTooLarge { .. } = &self {
+            // The rest of the body was not read, so the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Error::RateLimited { retry_after: Some(after), .. } = &self
             && let Ok(value) = HeaderValue::from_str(after)
         {
