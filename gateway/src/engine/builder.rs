@@ -235,15 +235,7 @@ impl ResponseBuilder {
         let Some(part) = open.part.take() else { return };
         let (item_id, output_index, content_index) =
             (open.id.clone(), open.output_index, open.part_index);
-        let content = match part.kind {
-            PartKind::Text => OutputContent::OutputText {
-                text: part.text.clone(),
-                annotations: Vec::new(),
-                logprobs: part.logprobs.clone(),
-            },
-            PartKind::Refusal => OutputContent::Refusal { refusal: part.text.clone() },
-            PartKind::Reasoning => OutputContent::ReasoningText { text: part.text.clone() },
-        };
+        let content = part.content();
         if self.events.is_some() {
             let done = match part.kind {
                 PartKind::Text => StreamEvent::OutputTextDone {
@@ -445,7 +437,7 @@ impl ResponseBuilder {
     pub fn fail(mut self, error: &Error) -> (ResponseObject, Vec<StreamEvent>) {
         // Items cut off mid-way stay in the output, marked incomplete; no further item events.
         if let Some(open) = self.open.take()
-            && let Some(part) = self.open_part_content(&open)
+            && let Some(part) = open.part.as_ref().map(OpenPart::content)
         {
             match &mut self.response.output[open.output_index] {
                 OutputItem::Message { content, status, .. } => {
@@ -475,18 +467,20 @@ impl ResponseBuilder {
         let events = self.take_events();
         (self.response, events)
     }
+}
 
-    fn open_part_content(&self, open: &OpenItem) -> Option<OutputContent> {
-        let part = open.part.as_ref()?;
-        Some(match part.kind {
+impl OpenPart {
+    /// The part as it stands in the item's `content`.
+    fn content(&self) -> OutputContent {
+        match self.kind {
             PartKind::Text => OutputContent::OutputText {
-                text: part.text.clone(),
+                text: self.text.clone(),
                 annotations: Vec::new(),
-                logprobs: part.logprobs.clone(),
+                logprobs: self.logprobs.clone(),
             },
-            PartKind::Refusal => OutputContent::Refusal { refusal: part.text.clone() },
-            PartKind::Reasoning => OutputContent::ReasoningText { text: part.text.clone() },
-        })
+            PartKind::Refusal => OutputContent::Refusal { refusal: self.text.clone() },
+            PartKind::Reasoning => OutputContent::ReasoningText { text: self.text.clone() },
+        }
     }
 }
 
