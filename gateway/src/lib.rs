@@ -5,6 +5,8 @@
 //! A request reads top to bottom through these modules:
 //! - [`api`]: ROUTE. axum router, handlers, auth, request ids, metrics, SSE framing, and the one
 //!   place errors become HTTP (`api::error`).
+//! - [`auth`]: who is calling ([`auth::Principal`]: tenant, user, scopes) and the
+//!   authenticators that establish it.
 //! - [`openresponses`]: the wire format: request parsing/validation, the Response object, events.
 //! - [`engine`]: ENGINE. Routes a request to its backend and builds the Response (and its event
 //!   stream) from what the model produces (`engine::builder`).
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, header};
 
+use crate::auth::{Principal, Scopes};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -52,8 +53,9 @@ async fn not_found(request: Request) -> Error {
 }
 
 /// Checks `Authorization: Bearer <key>` against the configured keys, when there are any.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if state.api_keys.is_empty() || UNAUTHENTICATED_ROUTES.contains(&request.uri().path()) {
+        request.extensions_mut().insert(Principal::anonymous());
         return next.run(request).await;
     }
     let presented = request
@@ -63,12 +65,23 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(key)
-            if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            next.run(request).await
+        Some(key) => {
+            match state.api_keys.iter().position(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+            {
+                Some(index) => {
+                    let principal = Principal {
+                        tenant: "default".into(),
+                        user: format!("key-{index}"),
+                        scopes: Scopes::READ_WRITE,
+                    };
+                    request.extensions_mut().insert(principal);
+                    next.run(request).await
+                }
+                None => {
+                    Error::Unauthorized("Incorrect API key provided.".to_string()).into_response()
+                }
+            }
         }
-        Some(_) => Error::Unauthorized("Incorrect API key provided.".to_string()).into_response(),
         None => Error::Unauthorized(
             "Missing API key: send it as 'Authorization: Bearer <key>'.".to_string(),
         )
