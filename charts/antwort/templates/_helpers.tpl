@@ -181,3 +181,12 @@ seccompProfile:
   value: /var/run/secrets/spiffe.io
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the gateway's API keys file, or nothing. */}}
+{{- define "antwort.apiKeysSecret" -}}
+{{- if .Values.auth.apiKeys.existingSecret }}
+{{- .Values.auth.apiKeys.existingSecret }}
+{{- else if and .Values.auth.apiKeys.generate (eq .Values.auth.mode "required") }}
+{{- printf "%s-api-keys" (include "antwort.fullname" .) }}
+{{- end }}
+{{- end }}
