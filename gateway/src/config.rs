@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub auth: RawAuth,
     pub telemetry: TelemetryConfig,
+    /// WebSocket mode on `/v1/responses`.
+    pub websocket: crate::api::websocket::WebSocketSettings,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace_period_secs: f64,
 }
@@ -50,6 +52,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             auth: RawAuth::default(),
             telemetry: TelemetryConfig::default(),
+            websocket: Default::default(),
             shutdown_grace_period_secs: 30.0,
         }
     }
@@ -152,6 +155,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub api_keys: Vec<String>,
     pub telemetry: TelemetryConfig,
+    pub websocket: crate::api::websocket::WebSocketSettings,
     pub shutdown_grace_period: Duration,
 }
 
@@ -300,6 +304,7 @@ impl RawConfig {
         {
             errors.push("shutdown_grace_period_secs: must be a non-negative number".to_string());
         }
+        self.websocket.check(&mut errors);
         if !errors.is_empty() {
             return Err(antwort_common::config::ConfigError::Invalid(errors));
         }
@@ -311,6 +316,7 @@ impl RawConfig {
             max_body_bytes: self.limits.max_body_bytes,
             api_keys: self.auth.api_keys,
             telemetry: self.telemetry,
+            websocket: self.websocket,
             shutdown_grace_period: Duration::from_secs_f64(self.shutdown_grace_period_secs),
         })
     }

@@ -4,7 +4,8 @@
 //! # Layout
 //! A request reads top to bottom through these modules:
 //! - [`api`]: ROUTE. axum router, handlers, auth, request ids, metrics, SSE framing, and the one
-//!   place errors become HTTP (`api::error`).
+//!   place errors become HTTP (`api::error`). Also WebSocket mode (`api::websocket`) and
+//!   `/v1/responses/compact` (`api::compact`).
 //! - [`auth`]: who is calling ([`auth::Principal`]: tenant, user, scopes) and the
 //!   authenticators that establish it.
 //! - [`openresponses`]: the wire format: request parsing/validation, the Response object, events.
@@ -67,6 +68,7 @@ pub fn build(config: &Config) -> Result<axum::Router, Error> {
         engine,
         metrics,
         max_body_bytes: config.max_body_bytes,
+        websocket: config.websocket.clone(),
         api_keys: Arc::new(config.api_keys.clone()),
     }))
 }

@@ -1,11 +1,13 @@
 //! ROUTE: the HTTP surface. Handlers extract and validate, call the engine, and turn its result
 //! into a response; authentication, request ids and metrics wrap every route here.
 
+mod compact;
 mod error;
 mod health;
 mod models;
 mod responses;
 mod sse;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    /// WebSocket mode limits.
+    pub websocket: websocket::WebSocketSettings,
     /// Static API keys; empty means no authentication.
     pub api_keys: Arc<Vec<String>>,
 }
@@ -37,7 +41,8 @@ const UNAUTHENTICATED_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses", post(responses::create).get(websocket::upgrade))
+        .route("/v1/responses/compact", post(compact::compact))
         .route("/v1/models", get(models::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

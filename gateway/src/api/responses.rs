@@ -26,7 +26,7 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
 }
 
 /// The body of a JSON request, at most `limit` bytes.
-async fn json_body(request: Request, limit: usize) -> Result<Bytes, Error> {
+pub(super) async fn json_body(request: Request, limit: usize) -> Result<Bytes, Error> {
     let headers = request.headers();
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

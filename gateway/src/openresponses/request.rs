@@ -764,11 +764,7 @@ fn parse_item(path: &str, item: Value) -> Result<InputItem, Error> {
             "item_reference_not_supported",
             "item_reference input items need stored items, which this gateway does not keep yet; send the item itself instead.",
         )),
-        "compaction" => Err(Error::invalid_request(
-            Some(path),
-            "compaction_not_supported",
-            "compaction input items are not supported by this gateway yet.",
-        )),
+        "compaction" => super::compaction::parse_item(path, item),
         other => Err(Error::invalid_value(
             &format!("{path}.type"),
             format!(
