@@ -38,6 +38,13 @@ pub enum Error {
     BackendTimeout { after: Duration },
     #[error("Internal error: {0}")]
     Internal(String),
+    /// A stored object (response, conversation, item) that does not exist or belongs to someone
+    /// else: the two are indistinguishable on purpose.
+    #[error("No {object} found with id '{id}'.")]
+    NotFound { object: &'static str, id: String },
+    /// The database cannot be reached (down, restarting, pool exhausted); retrying may succeed.
+    #[error("The storage backend is unavailable, try again shortly: {0}")]
+    StoreUnavailable(String),
 }
 
 impl Error {
@@ -74,6 +81,8 @@ impl Error {
             Self::Backend { .. } => StatusCode::BAD_GATEWAY,
             Self::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,9 +98,11 @@ impl Error {
                 "not_found_error"
             }
             Self::RateLimited { .. } => "rate_limit_error",
-            Self::Backend { .. } | Self::BackendTimeout { .. } | Self::Internal(_) => {
-                "server_error"
-            }
+            Self::Backend { .. }
+            | Self::BackendTimeout { .. }
+            | Self::Internal(_)
+            | Self::StoreUnavailable(_) => "server_error",
+            Self::NotFound { .. } => "not_found_error",
         }
     }
 
@@ -110,6 +121,8 @@ impl Error {
             Self::Backend { .. } => "backend_error",
             Self::BackendTimeout { .. } => "backend_timeout",
             Self::Internal(_) => "internal_error",
+            Self::NotFound { .. } => "not_found",
+            Self::StoreUnavailable(_) => "store_unavailable",
         }
     }
 

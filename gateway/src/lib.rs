@@ -30,6 +30,7 @@ pub mod ids;
 pub mod metrics;
 pub mod openresponses;
 pub mod provider;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
