@@ -27,6 +27,12 @@ else
   echo "antwort: model backend ${backend_url}"
 fi
 
+# The gateway refuses to start without authentication unless told it is a development setup.
+if ! env | grep -q '^ANTWORT_AUTH__'; then
+  export ANTWORT_AUTH__MODE=none
+  echo "antwort: authentication is OFF (auth.mode: none, for local development); set ANTWORT_AUTH__API_KEYS or ANTWORT_AUTH__OIDC to require it"
+fi
+
 target/release/antwort-gateway --listen "$listen" --backend-url "$backend_url" &
 pids+=("$!")
 echo "antwort: point OpenAI clients at http://${listen}/v1 (e.g. OPENAI_BASE_URL=http://${listen}/v1); Ctrl-C stops"

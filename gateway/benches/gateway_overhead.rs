@@ -59,9 +59,13 @@ fn main() {
         .build()
         .expect("rt");
     let gateway_url = gateway_rt.block_on(async {
-        let config = RawConfig { backend_url: Some(backend_url.clone()), ..RawConfig::default() }
-            .validate()
-            .expect("config");
+        let config = RawConfig {
+            backend_url: Some(backend_url.clone()),
+            auth: antwort_gateway::config::RawAuth::development(),
+            ..RawConfig::default()
+        }
+        .validate()
+        .expect("config");
         let app = antwort_gateway::build(&config).expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -137,13 +137,8 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAuth {
-    /// Static API keys accepted as `Authorization: Bearer <key>`. Empty: no authentication, and
-    /// any `Authorization` header is ignored.
-    pub api_keys: Vec<String>,
-}
+/// The `auth` section lives with the code it configures (`auth::config`).
+pub use crate::auth::config::{AuthMode, RawApiKey, RawApiKeyEntry, RawAuth, RawOidc};
 
 /// The validated configuration the gateway runs with.
 #[derive(Debug, Clone)]
@@ -153,7 +148,7 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     pub default_backend: Option<String>,
     pub max_body_bytes: usize,
-    pub api_keys: Vec<String>,
+    pub auth: crate::auth::AuthConfig,
     pub telemetry: TelemetryConfig,
     pub websocket: crate::api::websocket::WebSocketSettings,
     pub shutdown_grace_period: Duration,
@@ -297,9 +292,7 @@ impl RawConfig {
                 self.limits.max_body_bytes
             ));
         }
-        if self.auth.api_keys.iter().any(|k| k.len() < 8) {
-            errors.push("auth.api_keys: every key must be at least 8 characters".to_string());
-        }
+        let auth = self.auth.validate(&mut errors);
         if !(self.shutdown_grace_period_secs.is_finite() && self.shutdown_grace_period_secs >= 0.0)
         {
             errors.push("shutdown_grace_period_secs: must be a non-negative number".to_string());
@@ -314,7 +307,7 @@ impl RawConfig {
             models,
             default_backend,
             max_body_bytes: self.limits.max_body_bytes,
-            api_keys: self.auth.api_keys,
+            auth,
             telemetry: self.telemetry,
             websocket: self.websocket,
             shutdown_grace_period: Duration::from_secs_f64(self.shutdown_grace_period_secs),
@@ -328,8 +321,11 @@ mod tests {
 
     #[test]
     fn quick_start_backend_url_serves_every_model() {
-        let raw =
-            RawConfig { backend_url: Some("http://127.0.0.1:9/v1".into()), ..RawConfig::default() };
+        let raw = RawConfig {
+            backend_url: Some("http://127.0.0.1:9/v1".into()),
+            auth: RawAuth::development(),
+            ..RawConfig::default()
+        };
         let config = raw.validate().expect("valid");
         assert_eq!(config.default_backend.as_deref(), Some("default"));
         assert_eq!(config.backends.len(), 1);

@@ -13,8 +13,23 @@ pub enum Error {
     /// The request is malformed; `param` is the offending parameter path.
     #[error("{message}")]
     InvalidRequest { param: Option<String>, code: &'static str, message: String },
+    /// No credential, or an API key nobody knows (401, `invalid_api_key`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A bearer token (JWT) that does not verify (401, `invalid_token`).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// Authenticated, but the credential lacks the scope the request needs (403).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller exceeded its own request rate (429 with `Retry-After`).
+    #[error(
+        "Rate limit of {per_minute} requests per minute exceeded; retry after {retry_after_secs}s."
+    )]
+    TooManyRequests { per_minute: u32, retry_after_secs: u64 },
+    /// Credentials cannot be checked right now (the OIDC issuer's keys are unreachable).
+    #[error("{0}")]
+    AuthUnavailable(String),
     #[error("The model '{0}' does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("Unknown route: {0}")]
@@ -71,7 +86,10 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::BackendRejected { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ModelNotFound(_) | Self::PreviousResponseNotFound(_) | Self::UnknownRoute(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -93,7 +111,10 @@ impl Error {
             | Self::PayloadTooLarge { .. }
             | Self::UnsupportedMediaType(_)
             | Self::BackendRejected { .. } => "invalid_request_error",
-            Self::Unauthorized(_) => "authentication_error",
+            Self::Unauthorized(_) | Self::InvalidToken(_) => "authentication_error",
+            Self::PermissionDenied(_) => "permission_error",
+            Self::TooManyRequests { .. } => "rate_limit_error",
+            Self::AuthUnavailable(_) => "server_error",
             Self::ModelNotFound(_) | Self::PreviousResponseNotFound(_) | Self::UnknownRoute(_) => {
                 "not_found_error"
             }
@@ -111,6 +132,10 @@ impl Error {
         match self {
             Self::InvalidRequest { code, .. } => code,
             Self::Unauthorized(_) => "invalid_api_key",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::PermissionDenied(_) => "permission_denied",
+            Self::TooManyRequests { .. } => "rate_limit_exceeded",
+            Self::AuthUnavailable(_) => "auth_unavailable",
             Self::ModelNotFound(_) => "model_not_found",
             Self::PreviousResponseNotFound(_) => "previous_response_not_found",
             Self::UnknownRoute(_) => "unknown_route",

@@ -6,8 +6,10 @@
 //! - [`api`]: ROUTE. axum router, handlers, auth, request ids, metrics, SSE framing, and the one
 //!   place errors become HTTP (`api::error`). Also WebSocket mode (`api::websocket`) and
 //!   `/v1/responses/compact` (`api::compact`).
-//! - [`auth`]: who is calling ([`auth::Principal`]: tenant, user, scopes) and the
-//!   authenticators that establish it.
+//! - [`auth`]: who is calling ([`auth::Principal`]: tenant, user, scopes) and how it is
+//!   established: a chain of authenticators (hashed API keys, OIDC JWTs; `mode: none` only when
+//!   configured), scope checks (read/write, 403) and per-principal rate limits (429). Run by
+//!   `api`'s middleware on every route but the probes.
 //! - [`openresponses`]: the wire format: request parsing/validation, the Response object, events.
 //! - [`engine`]: ENGINE. Routes a request to its backend and builds the Response (and its event
 //!   stream) from what the model produces (`engine::builder`).
@@ -70,7 +72,7 @@ pub fn build(config: &Config) -> Result<axum::Router, Error> {
         metrics,
         max_body_bytes: config.max_body_bytes,
         websocket: config.websocket.clone(),
-        api_keys: Arc::new(config.api_keys.clone()),
+        auth: Arc::new(auth::Auth::new(&config.auth)?),
     }))
 }
 

@@ -25,6 +25,14 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print the SHA-256 of an API key read from stdin, for `auth.api_keys[].sha256`.
+    HashKey,
 }
 
 /// Exit code for a configuration that does not load (EX_USAGE).
@@ -32,6 +40,9 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashKey) = cli.command {
+        return hash_key();
+    }
     let mut raw: RawConfig =
         match antwort_common::config::load(cli.config.as_deref(), std::env::vars()) {
             Ok(raw) => raw,
@@ -99,4 +110,27 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Reads one key from stdin (surrounding whitespace dropped, as the gateway does with presented
+/// keys) and prints its hex SHA-256. The key never appears on the command line or in the output.
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(err) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut key) {
+        eprintln!("antwort-gateway hash-key: cannot read stdin: {err}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let key = key.trim();
+    if key.chars().count() < antwort_gateway::auth::config::MIN_KEY_CHARS {
+        eprintln!(
+            "antwort-gateway hash-key: the key on stdin must be at least {} characters",
+            antwort_gateway::auth::config::MIN_KEY_CHARS
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "{}",
+        antwort_gateway::auth::config::to_hex(&antwort_gateway::auth::config::hash_key(key))
+    );
+    ExitCode::SUCCESS
 }

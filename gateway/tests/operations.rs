@@ -183,6 +183,8 @@ fn gateway_binary() -> Command {
             command.env_remove(key);
         }
     }
+    // These tests are not about users: the explicit development mode (no authentication).
+    command.env("ANTWORT_AUTH__MODE", "none");
     command
 }
 

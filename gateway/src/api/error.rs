@@ -30,6 +30,19 @@ impl IntoResponse for Error {
                 .headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Error::Unauthorized(_) | Error::InvalidToken(_) = &self {
+            // RFC 6750 section 3: tell the client which scheme to use.
+            let challenge = match &self {
+                Error::InvalidToken(_) => r#"Bearer error="invalid_token""#,
+                _ => "Bearer",
+            };
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Error::TooManyRequests { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
         if let Error::RateLimited { retry_after: Some(after), .. } = &self
             && let Ok(value) = HeaderValue::from_str(after)
         {

@@ -17,9 +17,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderValue, header};
+use http::HeaderValue;
 
-use crate::auth::{Principal, Scopes};
+use crate::auth::{Auth, Principal};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -32,8 +32,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// WebSocket mode limits.
     pub websocket: websocket::WebSocketSettings,
-    /// Static API keys; empty means no authentication.
-    pub api_keys: Arc<Vec<String>>,
+    /// Authentication, scopes and rate limits (see [`crate::auth`]).
+    pub auth: Arc<Auth>,
 }
 
 /// Routes that answer without authentication: probes and scrapes.
@@ -57,49 +57,20 @@ async fn not_found(request: Request) -> Error {
     Error::UnknownRoute(format!("{} {}", request.method(), request.uri().path()))
 }
 
-/// Checks `Authorization: Bearer <key>` against the configured keys, when there are any.
+/// Establishes the [`Principal`] of every request (see [`crate::auth`]) and inserts it as a
+/// request extension; the probes stay open.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if state.api_keys.is_empty() || UNAUTHENTICATED_ROUTES.contains(&request.uri().path()) {
+    if UNAUTHENTICATED_ROUTES.contains(&request.uri().path()) {
         request.extensions_mut().insert(Principal::anonymous());
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key) => {
-            match state.api_keys.iter().position(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
-            {
-                Some(index) => {
-                    let principal = Principal {
-                        tenant: "default".into(),
-                        user: format!("key-{index}"),
-                        scopes: Scopes::READ_WRITE,
-                    };
-                    request.extensions_mut().insert(principal);
-                    next.run(request).await
-                }
-                None => {
-                    Error::Unauthorized("Incorrect API key provided.".to_string()).into_response()
-                }
-            }
+    match state.auth.check(request.method(), request.headers()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
         }
-        None => Error::Unauthorized(
-            "Missing API key: send it as 'Authorization: Bearer <key>'.".to_string(),
-        )
-        .into_response(),
+        Err(err) => err.into_response(),
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One request id per request (the client's `x-request-id` when it sent a sane one), a tracing

@@ -25,7 +25,13 @@ impl Gateway {
         Self::start_with(quick_config(backend)).await
     }
 
-    pub async fn start_with(raw: RawConfig) -> Self {
+    /// Starts a gateway from `raw`. A config without any authenticator runs in the explicit
+    /// development mode (`auth.mode: none`), so tests that are not about users need no keys;
+    /// tests that configure keys or issuers get them enforced.
+    pub async fn start_with(mut raw: RawConfig) -> Self {
+        if raw.auth.is_unconfigured() {
+            raw.auth.mode = antwort_gateway::config::AuthMode::None;
+        }
         let config = raw.validate().expect("test config is valid");
         let app = antwort_gateway::build(&config).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
