@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 scripts/kube-test-env.sh build  # pool-manager tests start a real kube-apiserver (built once, cached)
+scripts/install-test-tools.sh >/dev/null  # e2e delivery tests: helm, kubectl, kubernetes-validate, hadolint
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -149,7 +149,7 @@ seccompProfile:
 - name: spiffe-svid
   secret:
     secretName: {{ .secret }}
-    defaultMode: 0440
+    defaultMode: 288  # 0440
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,31 @@
+//! Whole-system tests for antwort: what ships (images, the Helm chart, kustomize overlays) and,
+//! later, the binaries working together. The tests live in `tests/`; this library holds what
+//! they share.
+//!
+//! # Layout
+//!
+//! - [`workspace`]: the workspace root and the workspace's own binaries (built on demand).
+//! - [`tools`]: external tools (helm, kubectl, kubernetes-validate, hadolint) found where
+//!   `scripts/install-test-tools.sh` put them; a missing tool fails the test, never skips it.
+//! - [`manifests`]: multi-document YAML -> JSON values, lookups by kind and name, pod specs.
+//! - [`chart`]: `helm template`/`kubectl kustomize` runs and offline validation (Kubernetes
+//!   schemas for built-in kinds, the CRD's own schema for `SandboxPool`, `e2e/schemas/` for the
+//!   third-party kinds the chart may render).
+//! - [`security`]: the hardening every rendered pod spec must carry, as a list of problems.
+//! - [`kube_env`]: a real kube-apiserver + etcd from `scripts/kube-test-env.sh`, stopped on drop,
+//!   and a kubectl bound to it.
+//!
+//! Data flows one way: a test renders manifests with [`chart`], reads them with [`manifests`],
+//! checks them with [`security`] and [`chart::validate_offline`], and applies them to a
+//! [`kube_env::KubeEnv`].
+//!
+//! Test files: `tests/delivery_*.rs` cover issue 7 (delivery); end-to-end tests go beside them.
+
+#![forbid(unsafe_code)]
+
+pub mod chart;
+pub mod kube_env;
+pub mod manifests;
+pub mod security;
+pub mod tools;
+pub mod workspace;
