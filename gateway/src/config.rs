@@ -34,8 +34,11 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub auth: RawAuth,
     pub telemetry: TelemetryConfig,
+    pub store: RawStore,
     /// WebSocket mode on `/v1/responses`.
     pub websocket: crate::api::websocket::WebSocketSettings,
+    /// Background mode: the worker pool, leases, polling.
+    pub background: crate::worker::BackgroundSettings,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace_period_secs: f64,
 }
@@ -52,7 +55,9 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             auth: RawAuth::default(),
             telemetry: TelemetryConfig::default(),
+            store: RawStore::default(),
             websocket: Default::default(),
+            background: Default::default(),
             shutdown_grace_period_secs: 30.0,
         }
     }
@@ -137,6 +142,31 @@ impl Default for RawLimits {
     }
 }
 
+/// Where responses and conversations are stored (`store:`; env `ANTWORT_STORE__URL`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `sqlite://PATH` (relative) or `sqlite:///ABSOLUTE/PATH`: the embedded engine, the file
+    /// and its directory created on first start; `postgres://user:pass@host:port/db`; or
+    /// `memory` (nothing survives a restart).
+    pub url: String,
+    /// Largest number of open database connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (or for the database to answer a
+    /// connect) before it is answered 503 `store_unavailable`.
+    pub acquire_timeout_secs: f64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://antwort-data/antwort.db".to_string(),
+            max_connections: 16,
+            acquire_timeout_secs: 5.0,
+        }
+    }
+}
+
 /// The `auth` section lives with the code it configures (`auth::config`).
 pub use crate::auth::config::{AuthMode, RawApiKey, RawApiKeyEntry, RawAuth, RawOidc};
 
@@ -150,7 +180,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub auth: crate::auth::AuthConfig,
     pub telemetry: TelemetryConfig,
+    pub store: crate::store::StoreSettings,
     pub websocket: crate::api::websocket::WebSocketSettings,
+    pub background: crate::worker::BackgroundSettings,
     pub shutdown_grace_period: Duration,
 }
 
@@ -298,6 +330,25 @@ impl RawConfig {
             errors.push("shutdown_grace_period_secs: must be a non-negative number".to_string());
         }
         self.websocket.check(&mut errors);
+        self.background.check(&mut errors);
+        let store_url = self.store.url.as_str();
+        if !(store_url == "memory"
+            || store_url.starts_with("sqlite:")
+            || store_url.starts_with("postgres://")
+            || store_url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "store.url: `{store_url}` is not `memory`, `sqlite://PATH` or `postgres://...`"
+            ));
+        }
+        if self.store.max_connections == 0 {
+            errors.push("store.max_connections: must be at least 1".to_string());
+        }
+        if !(self.store.acquire_timeout_secs.is_finite() && self.store.acquire_timeout_secs > 0.0) {
+            errors.push(
+                "store.acquire_timeout_secs: must be a positive number of seconds".to_string(),
+            );
+        }
         if !errors.is_empty() {
             return Err(antwort_common::config::ConfigError::Invalid(errors));
         }
@@ -309,7 +360,13 @@ impl RawConfig {
             max_body_bytes: self.limits.max_body_bytes,
             auth,
             telemetry: self.telemetry,
+            store: crate::store::StoreSettings {
+                url: self.store.url,
+                max_connections: self.store.max_connections,
+                acquire_timeout: Duration::from_secs_f64(self.store.acquire_timeout_secs),
+            },
             websocket: self.websocket,
+            background: self.background,
             shutdown_grace_period: Duration::from_secs_f64(self.shutdown_grace_period_secs),
         })
     }

@@ -15,6 +15,9 @@
 //!   stream) from what the model produces (`engine::builder`).
 //! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
 //!   Completions client and its request translation.
+//! - [`worker`]: BACKGROUND. The worker pool that claims `background: true` responses from the
+//!   store, runs them through the engine and stores their events (`api::background` queues
+//!   and cancels them, `api::resume` replays and follows their events).
 //! - [`config`]: the YAML schema and its validation; [`metrics`]: Prometheus; [`error`]: the one
 //!   error type; [`ids`]: object ids.
 //!
@@ -32,6 +35,7 @@ pub mod ids;
 pub mod metrics;
 pub mod openresponses;
 pub mod provider;
+pub mod worker;
 pub mod store;
 
 use std::sync::Arc;
@@ -44,8 +48,36 @@ use crate::error::Error;
 use crate::provider::chat_completions::ChatCompletionsProvider;
 use crate::provider::{Provider, Route, Router};
 
-/// Builds the whole application (providers, engine, routes) from a validated config.
+/// Builds the whole application with an in-memory store (nothing survives the process): for
+/// tests and embedding. The binary opens the configured store ([`open_store`]) and calls
+/// [`build_with_store`].
 pub fn build(config: &Config) -> Result<axum::Router, Error> {
+    build_with_store(config, Arc::new(store::memory::MemoryStore::new()))
+}
+
+/// Opens the configured store (`config.store`) and runs its migrations.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn store::Store>, Error> {
+    store::open(&config.store).await
+}
+
+/// Builds the whole application (providers, engine, routes) from a validated config and an open
+/// store.
+pub fn build_with_store(
+    config: &Config,
+    store: Arc<dyn store::Store>,
+) -> Result<axum::Router, Error> {
+    build_app(config, store).map(|app| app.router)
+}
+
+/// A built gateway: its routes, and the background workers to drain at shutdown ([`serve_app`]).
+pub struct App {
+    pub router: axum::Router,
+    pub workers: Arc<worker::Workers>,
+}
+
+/// [`build_with_store`], keeping the handle on the background workers (started here, on the
+/// current tokio runtime).
+pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, Error> {
     // reqwest is built without a bundled crypto provider; ring is the one we ship.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut providers: Vec<(String, Arc<dyn Provider>)> = Vec::new();
@@ -66,14 +98,42 @@ pub fn build(config: &Config) -> Result<axum::Router, Error> {
         );
     }
     let metrics = Arc::new(metrics::Metrics::new());
-    let engine = Arc::new(engine::Engine::new(router, metrics.clone()));
-    Ok(api::router(api::AppState {
+    let engine = Arc::new(engine::Engine::new(router, metrics.clone(), store.clone()));
+    let workers =
+        Arc::new(worker::Workers::start(store.clone(), engine.clone(), config.background.clone()));
+    let router = api::router(api::AppState {
+        background: config.background.clone(),
+        workers: workers.clone(),
         engine,
         metrics,
         max_body_bytes: config.max_body_bytes,
+        store,
         websocket: config.websocket.clone(),
         auth: Arc::new(auth::Auth::new(&config.auth)?),
-    }))
+    });
+    Ok(App { router, workers })
+}
+
+/// [`serve`] for an [`App`]: when `shutdown` resolves, the background workers stop claiming and
+/// drain (within `grace`) while the HTTP side drains.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use futures::FutureExt;
+    let shutdown = shutdown.boxed().shared();
+    let workers = app.workers.clone();
+    let drain = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            workers.drain(grace).await;
+        }
+    };
+    let (served, ()) = tokio::join!(serve(listener, app.router, shutdown, grace), drain);
+    served
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish for at most

@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Print the SHA-256 of an API key read from stdin, for `auth.api_keys[].sha256`.
     HashKey,
+    /// Apply the database migrations of the configured store (`store.url`) and exit.
+    Migrate,
 }
 
 /// Exit code for a configuration that does not load (EX_USAGE).
@@ -83,7 +85,21 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let app = match antwort_gateway::build(&config) {
+        // The store first: migrations run here, and a database that cannot be reached at start
+        // is a clear startup error rather than 503s later.
+        let store = match antwort_gateway::open_store(&config).await {
+            Ok(store) => store,
+            Err(err) => {
+                tracing::error!(%err, "cannot open the store");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(Command::Migrate) = cli.command {
+            tracing::info!(engine = store.engine(), "migrations applied");
+            println!("migrations applied ({})", store.engine());
+            return ExitCode::SUCCESS;
+        }
+        let app = match antwort_gateway::build_app(&config, store) {
             Ok(app) => app,
             Err(err) => {
                 tracing::error!(%err, "cannot build the gateway");
@@ -99,7 +115,7 @@ fn main() -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, backends = config.backends.len(), models = config.models.len(), "antwort-gateway listening on {addr}");
-        match antwort_gateway::serve(listener, app, antwort_common::shutdown::signal(), config.shutdown_grace_period).await {
+        match antwort_gateway::serve_app(listener, app, antwort_common::shutdown::signal(), config.shutdown_grace_period).await {
             Ok(()) => {
                 tracing::info!("antwort-gateway stopped");
                 ExitCode::SUCCESS

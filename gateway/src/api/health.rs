@@ -1,4 +1,4 @@
-//! `/healthz` (the process is alive), `/readyz` (every backend answers), `/metrics`.
+//! `/healthz` (the process is alive), `/readyz` (every backend and the store answer), `/metrics`.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -19,10 +19,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .iter()
         .map(|p| async move { (p.name().to_string(), p.check_ready().await) });
     let results = futures::future::join_all(checks).await;
-    let failures: Vec<_> = results
+    let mut failures: Vec<_> = results
         .into_iter()
         .filter_map(|(name, result)| result.err().map(|e| json!({"backend": name, "error": e})))
         .collect();
+    // Without its database the gateway cannot store or read a response.
+    if let Err(err) = state.store.check_ready().await {
+        failures.push(json!({"store": state.store.engine(), "error": err.to_string()}));
+    }
     if failures.is_empty() {
         (StatusCode::OK, axum::Json(json!({"status": "ready"})))
     } else {

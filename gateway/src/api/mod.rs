@@ -1,11 +1,15 @@
 //! ROUTE: the HTTP surface. Handlers extract and validate, call the engine, and turn its result
 //! into a response; authentication, request ids and metrics wrap every route here.
 
+mod background;
 mod compact;
+mod conversations;
 mod error;
 mod health;
+mod list;
 mod models;
 mod responses;
+mod resume;
 mod sse;
 pub mod websocket;
 
@@ -30,8 +34,14 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    /// Where responses and conversations live (the engine holds the same store).
+    pub store: Arc<dyn crate::store::Store>,
     /// WebSocket mode limits.
     pub websocket: websocket::WebSocketSettings,
+    /// Background mode settings (the API's side: cancel waits, resume polling).
+    pub background: crate::worker::BackgroundSettings,
+    /// The background workers of this app (they live as long as its routes).
+    pub workers: Arc<crate::worker::Workers>,
     /// Authentication, scopes and rate limits (see [`crate::auth`]).
     pub auth: Arc<Auth>,
 }
@@ -41,8 +51,24 @@ const UNAUTHENTICATED_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/responses", post(responses::create).get(websocket::upgrade))
+        .route("/v1/responses", post(responses::create).get(responses::list_or_websocket))
         .route("/v1/responses/compact", post(compact::compact))
+        .route("/v1/responses/{id}/cancel", post(background::cancel))
+        .route("/v1/responses/{id}", get(resume::get).delete(responses::delete))
+        .route("/v1/responses/{id}/input_items", get(responses::input_items))
+        .route("/v1/conversations", post(conversations::create))
+        .route(
+            "/v1/conversations/{id}",
+            get(conversations::get).post(conversations::update).delete(conversations::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/items",
+            get(conversations::list_items).post(conversations::add_items),
+        )
+        .route(
+            "/v1/conversations/{id}/items/{item_id}",
+            get(conversations::get_item).delete(conversations::delete_item),
+        )
         .route("/v1/models", get(models::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

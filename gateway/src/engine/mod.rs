@@ -8,6 +8,7 @@
 //! 3. after `response.created`: `response.failed` with the response so far.
 
 pub mod builder;
+pub mod context;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::ids::{new_id, unix_now};
 use crate::metrics::Metrics;
@@ -22,16 +24,22 @@ use crate::openresponses::events::{ErrorPayload, StreamEvent};
 use crate::openresponses::request::CreateResponse;
 use crate::openresponses::response::ResponseObject;
 use crate::provider::{Route, Router};
+use crate::store::{Access, NewResponse, Owner, Store};
 use builder::ResponseBuilder;
 
 pub struct Engine {
     router: Router,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
 }
 
 impl Engine {
-    pub fn new(router: Router, metrics: Arc<Metrics>) -> Self {
-        Self { router, metrics }
+    pub fn new(router: Router, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
+        Self { router, metrics, store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn router(&self) -> &Router {
@@ -39,10 +47,6 @@ impl Engine {
     }
 
     fn route(&self, request: &CreateResponse) -> Result<Route> {
-        if let Some(id) = &request.previous_response_id {
-            // Nothing is stored yet, so no previous response can be found.
-            return Err(Error::PreviousResponseNotFound(id.clone()));
-        }
         if request.background {
             return Err(Error::invalid_request(
                 Some("background"),
@@ -72,7 +76,89 @@ impl Engine {
         }
     }
 
-    /// A whole response, for `stream: false`.
+    /// A whole response for `principal`, for `stream: false`: resolves what the request
+    /// continues ([`context::resolve`]), runs the model, and with `store: true` writes the
+    /// response before returning it (a failed write is the request's error, e.g. 503).
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        mut request: CreateResponse,
+    ) -> Result<ResponseObject> {
+        let access = Access::of(principal);
+        let resolved = context::resolve(self.store.as_ref(), &access, &mut request).await?;
+        let store = request.store;
+        let conversation = request.conversation.clone();
+        let response = self.respond(request).await?;
+        if store {
+            self.save(principal, &response, resolved.own_input, conversation).await?;
+        }
+        Ok(response)
+    }
+
+    /// [`Engine::create`] for `stream: true`: the final event (`response.completed`,
+    /// `.incomplete`, `.failed`) leaves only once the response is stored; if the write fails, an
+    /// `error` event takes its place.
+    pub async fn create_stream(
+        self: &Arc<Self>,
+        principal: &Principal,
+        mut request: CreateResponse,
+    ) -> Result<impl Stream<Item = StreamEvent> + Send + 'static> {
+        let access = Access::of(principal);
+        let resolved = context::resolve(self.store.as_ref(), &access, &mut request).await?;
+        let store = request.store;
+        let conversation = request.conversation.clone();
+        let events = self.stream(request).await?;
+        let engine = self.clone();
+        let principal = principal.clone();
+        let mut own_input = Some(resolved.own_input);
+        Ok(async_stream::stream! {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                let last = match &event {
+                    StreamEvent::Completed { response }
+                    | StreamEvent::Incomplete { response }
+                    | StreamEvent::Failed { response } => Some(response),
+                    _ => None,
+                };
+                if store && let Some(response) = last {
+                    let input = own_input.take().unwrap_or_default();
+                    if let Err(error) = engine.save(&principal, response, input, conversation.clone()).await {
+                        tracing::error!(%error, id = %response.id, "storing a streamed response failed");
+                        yield StreamEvent::Error { error: error_payload(&error) };
+                        return;
+                    }
+                }
+                yield event;
+            }
+        })
+    }
+
+    /// Writes a finished response (status from the object) with its own input items.
+    async fn save(
+        &self,
+        principal: &Principal,
+        response: &ResponseObject,
+        own_input: Vec<serde_json::Value>,
+        conversation: Option<String>,
+    ) -> Result<()> {
+        let json = serde_json::to_value(response)
+            .map_err(|e| Error::Internal(format!("encoding a response failed: {e}")))?;
+        let record = NewResponse {
+            id: response.id.clone(),
+            owner: Owner::of(principal),
+            created_at: response.created_at,
+            status: response.status,
+            previous_response_id: response.previous_response_id.clone(),
+            conversation_id: conversation,
+            response: json,
+            input: own_input,
+            request: None,
+        };
+        self.store.save_response(&record).await
+    }
+
+    /// A whole response, for `stream: false`, from `request.input` exactly as given: nothing is
+    /// looked up or stored (see [`Engine::create`] for that).
     pub async fn respond(&self, request: CreateResponse) -> Result<ResponseObject> {
         let route = self.route(&request)?;
         let response = ResponseObject::new(new_id("resp"), unix_now(), &request);
@@ -100,7 +186,8 @@ impl Engine {
         Ok(response)
     }
 
-    /// Phase 1 of a streaming response; the returned stream runs phases 2 and 3. Dropping the
+    /// Phase 1 of a streaming response from `request.input` as given (nothing looked up or
+    /// stored; see [`Engine::create_stream`]); the returned stream runs phases 2 and 3. Dropping the
     /// stream drops the backend request with it, which is how a client disconnect cancels the
     /// model call.
     pub async fn stream(

@@ -26,7 +26,12 @@ const MAX_IDENTIFIER_CHARS: usize = 64;
 pub struct CreateResponse {
     pub model: String,
     pub input: Vec<InputItem>,
+    /// `item_reference` items of `input`, taken out of it: each stands at `position` in `input`
+    /// once the engine has resolved it to the stored item.
+    pub item_references: Vec<ItemReference>,
     pub previous_response_id: Option<String>,
+    /// The conversation (`conversation: "conv_..."` or `{id}`) this response joins.
+    pub conversation: Option<String>,
     pub include: Vec<Include>,
     pub tools: Vec<FunctionTool>,
     pub tool_choice: ToolChoice,
@@ -49,6 +54,13 @@ pub struct CreateResponse {
     pub store: bool,
     pub service_tier: Option<ServiceTier>,
     pub top_logprobs: Option<u8>,
+}
+
+/// An `item_reference` input item: the stored item `id` goes at `position` of `input`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemReference {
+    pub position: usize,
+    pub id: String,
 }
 
 /// One item of `input`.
@@ -262,9 +274,10 @@ impl CreateResponse {
             }
         };
         let previous_response_id: Option<String> = field(body, "previous_response_id")?;
+        let mut item_references = Vec::new();
         let input = match body.remove("input") {
             None | Some(Value::Null) => {
-                if previous_response_id.is_none() {
+                if previous_response_id.is_none() && body.get("conversation").is_none_or(Value::is_null) {
                     return Err(Error::invalid_request(
                         Some("input"),
                         "missing_required_parameter",
@@ -280,15 +293,48 @@ impl CreateResponse {
                     content: vec![ContentPart::Text(text)],
                 }]
             }
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| parse_item(&format!("input[{i}]"), item))
-                .collect::<Result<_, _>>()?,
+            Some(Value::Array(items)) => {
+                let mut parsed = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let path = format!("input[{i}]");
+                    if item.get("type").and_then(Value::as_str) == Some("item_reference") {
+                        let id = item.get("id").and_then(Value::as_str).unwrap_or("");
+                        if id.is_empty() {
+                            return Err(Error::invalid_request(
+                                Some(&format!("{path}.id")),
+                                "missing_required_parameter",
+                                format!("Missing required parameter: '{path}.id'."),
+                            ));
+                        }
+                        item_references.push(ItemReference { position: parsed.len(), id: id.into() });
+                        continue;
+                    }
+                    parsed.push(parse_item(&path, item)?);
+                }
+                parsed
+            }
             Some(_) => {
                 return Err(Error::invalid_type("input", "a string or an array of input items"));
             }
         };
+        let conversation = match body.remove("conversation") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id),
+            Some(Value::Object(map)) => match map.get("id") {
+                Some(Value::String(id)) => Some(id.clone()),
+                _ => return Err(Error::invalid_type("conversation.id", "a string")),
+            },
+            Some(_) => {
+                return Err(Error::invalid_type("conversation", "a conversation id or {\"id\": ...}"));
+            }
+        };
+        if conversation.is_some() && previous_response_id.is_some() {
+            return Err(Error::invalid_request(
+                Some("conversation"),
+                "invalid_value",
+                "Use either 'conversation' or 'previous_response_id', not both.",
+            ));
+        }
 
         let include: Vec<Include> = field(body, "include")?.unwrap_or_default();
         let tools = parse_tools(body)?;
@@ -334,7 +380,9 @@ impl CreateResponse {
         Ok(Self {
             model,
             input,
+            item_references,
             previous_response_id,
+            conversation,
             include,
             tools,
             tool_choice,
@@ -680,6 +728,11 @@ fn parse_text(body: &mut Map<String, Value>) -> Result<TextConfig, Error> {
         Some(_) => return Err(Error::invalid_type("text.format", "an object")),
     };
     Ok(TextConfig { format, verbosity })
+}
+
+/// Parses a stored item (the wire form of an input or output item) back into model input.
+pub fn parse_stored_item(item: Value) -> Result<InputItem, Error> {
+    parse_item("item", item)
 }
 
 fn parse_item(path: &str, item: Value) -> Result<InputItem, Error> {
@@ -1095,9 +1148,10 @@ mod tests {
                 json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c"}]}),
                 "input[0].output",
             ),
+            (json!({"model": "m", "input": [{"type": "item_reference"}]}), "input[0].id"),
             (
-                json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
-                "input[0]",
+                json!({"model": "m", "input": "x", "conversation": "c", "previous_response_id": "r"}),
+                "conversation",
             ),
             (json!({"model": "m", "input": [{"type": "teleport"}]}), "input[0].type"),
             (

@@ -50,6 +50,9 @@ pub struct ResponseObject {
     pub metadata: Map<String, Value>,
     pub safety_identifier: Option<String>,
     pub prompt_cache_key: Option<String>,
+    /// The conversation this response joined (`{"id": ...}`), when it was created with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
     /// antwort extension: tool calls the model made that the request did not allow
     /// (`tool_choice.allowed_tools`, `max_tool_calls`, `parallel_tool_calls: false`). They are
     /// never returned as `function_call` items.
@@ -204,6 +207,7 @@ impl ResponseObject {
             metadata: request.metadata.clone(),
             safety_identifier: request.safety_identifier.clone(),
             prompt_cache_key: request.prompt_cache_key.clone(),
+            conversation: request.conversation.as_ref().map(|id| json!({"id": id})),
             suppressed_tool_calls: Vec::new(),
         }
     }

@@ -176,9 +176,10 @@ impl SqlStore {
                  RETURNING id, tenant, owner, request, attempts"
             }
             Pool::Postgres(_) => {
-                "UPDATE responses SET status = 'in_progress', worker = $1, lease_expires_at = $2, attempts = attempts + 1 \
-                 WHERE id = (SELECT id FROM responses WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, tenant, owner, request, attempts"
+                "WITH next AS (SELECT id FROM responses WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 UPDATE responses SET status = 'in_progress', worker = $1, lease_expires_at = $2, attempts = responses.attempts + 1 \
+                 FROM next WHERE responses.id = next.id \
+                 RETURNING responses.id, responses.tenant, responses.owner, responses.request, responses.attempts"
             }
         }
     }
