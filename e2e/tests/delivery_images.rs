@@ -266,24 +266,31 @@ fn baked_in_configs_pass_the_binaries_checks() {
         ("sandbox-web-search", "web-search"),
     ] {
         let config = workspace::path(&format!("images/{image}/agent.yaml"));
-        // What the pool manager adds to every sandbox pod of this kind.
-        let pool: antwort_pool_manager::SandboxPool = serde_json::from_value(serde_json::json!({
-            "apiVersion": "antwort.dev/v1alpha1",
-            "kind": "SandboxPool",
-            "metadata": { "name": "p", "namespace": "antwort-sandboxes" },
-            "spec": {
-                "kind": kind, "image": image, "minReady": 1, "maxPods": 2,
-                "allowedCallers": ["spiffe://cluster.local/ns/antwort/sa/antwort-gateway"],
-            },
-        }))
-        .expect("a pool");
-        let pod = serde_json::to_value(antwort_pool_manager::pod::render(&pool)).expect("a pod");
+        // What the pool manager sets on every sandbox pod of this kind (pool-manager/src/pod.rs,
+        // and the contract in images/README.md).
         let mut command = Command::new(&agent);
         command.env_clear().arg("--config").arg(&config).arg("--check");
-        for var in pod["spec"]["containers"][0]["env"].as_array().expect("env") {
-            if let Some(value) = var["value"].as_str() {
-                command.env(var["name"].as_str().expect("name"), value);
-            }
+        for (name, value) in [
+            ("ANTWORT_SERVER__LISTEN", "0.0.0.0:8443"),
+            ("ANTWORT_SERVER__ADMIN_LISTEN", "0.0.0.0:9090"),
+            (
+                "ANTWORT_SERVER__ALLOWED_CALLERS",
+                r#"["spiffe://cluster.local/ns/antwort/sa/antwort-gateway","spiffe://cluster.local/ns/antwort/sa/antwort-pool-manager"]"#,
+            ),
+            ("ANTWORT_CAPABILITIES__CODE", if kind == "python" { "true" } else { "false" }),
+            (
+                "ANTWORT_CAPABILITIES__FILE_SEARCH",
+                if kind == "file-search" { "true" } else { "false" },
+            ),
+            (
+                "ANTWORT_CAPABILITIES__WEB_SEARCH",
+                if kind == "web-search" { "true" } else { "false" },
+            ),
+            ("ANTWORT_WORKSPACE__ROOT", "/mnt/data"),
+            ("ANTWORT_IDENTITY__SOURCE", "files"),
+            ("ANTWORT_IDENTITY__DIR", "/var/run/secrets/spiffe.io"),
+        ] {
+            command.env(name, value);
         }
         let out = tools::output(&mut command);
         assert!(
@@ -314,6 +321,7 @@ fn baked_in_configs_pass_the_binaries_checks() {
         Command::new(gateway)
             .env_clear()
             .env("ANTWORT_BACKEND_URL", "http://vllm:8000/v1")
+            .env("ANTWORT_AUTH__API_KEYS", r#"["sk-image-test-0123456789"]"#)
             .arg("--config")
             .arg(workspace::path("images/gateway/gateway.yaml"))
             .arg("--check-config"),
