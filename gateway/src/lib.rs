@@ -35,8 +35,8 @@ pub mod ids;
 pub mod metrics;
 pub mod openresponses;
 pub mod provider;
-pub mod worker;
 pub mod store;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;

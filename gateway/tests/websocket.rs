@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{Gateway, assert_stream_conformant, assert_valid, output_text, quick_config};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -139,6 +140,53 @@ async fn store_false_continuation_is_served_from_the_connection_cache() {
     assert_eq!(contents[1].0, "assistant");
     assert!(contents[1].1.contains("The capital is Paris."));
     assert!(contents[2].1.contains("How many live there?"));
+}
+
+#[tokio::test]
+async fn store_true_continuation_chains_through_the_store() {
+    let backend = ScriptedBackend::start().await;
+    backend.enqueue(Script::text("Noted: x is 7."));
+    backend.enqueue(Script::text("x plus one is 8."));
+    backend.enqueue(Script::text("Still 7."));
+    let gateway = Gateway::start(&backend).await;
+    let mut socket = connect(&gateway).await;
+    send(&mut socket, create(json!({"model": "m", "input": "Remember x = 7."}))).await;
+    let (first, _) = read_response(&mut socket).await;
+    assert_eq!(first["store"], true);
+    send(
+        &mut socket,
+        create(
+            json!({"model": "m", "input": "What is x + 1?", "previous_response_id": first["id"]}),
+        ),
+    )
+    .await;
+    let (second, _) = read_response(&mut socket).await;
+    assert_eq!(second["previous_response_id"], first["id"]);
+    let requests = backend.requests();
+    let messages = requests[1].body["messages"].as_array().expect("messages");
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().expect("role")).collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{messages:?}");
+    assert!(messages[1]["content"].to_string().contains("Noted: x is 7."));
+
+    // Both turns were stored: readable over HTTP, and chainable from a new connection.
+    let stored = support::client()
+        .get(format!("{}/{}", gateway.responses_url(), second["id"].as_str().expect("id")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stored.status().as_u16(), 200);
+    let stored: Value = stored.json().await.expect("JSON");
+    assert_eq!(output_text(&stored), "x plus one is 8.");
+    let mut other = connect(&gateway).await;
+    send(
+        &mut other,
+        create(json!({"model": "m", "input": "And x?", "previous_response_id": first["id"]})),
+    )
+    .await;
+    let (third, _) = read_response(&mut other).await;
+    assert_eq!(output_text(&third), "Still 7.");
+    let requests = backend.requests();
+    assert_eq!(requests[2].body["messages"].as_array().expect("messages").len(), 3);
 }
 
 #[tokio::test]
@@ -290,4 +338,30 @@ async fn idle_sockets_are_closed_and_oversized_messages_refused() {
         assert_eq!(code, 1009, "message too big");
     }
     assert!(backend.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_upgrade_is_authenticated() {
+    let backend = ScriptedBackend::start().await;
+    let mut raw = quick_config(&backend);
+    raw.auth =
+        serde_yaml_ng::from_str("api_keys: [{key: sk-test-websocket-key-1, tenant: t, user: u}]")
+            .expect("auth config");
+    let gateway = Gateway::start_with(raw).await;
+    let url = gateway.responses_url().replacen("http://", "ws://", 1);
+    let error = tokio_tungstenite::connect_async(url.clone()).await.expect_err("no key");
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!("expected HTTP 401, got {other}"),
+    }
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer sk-test-websocket-key-1".parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("authorized");
+    send(&mut socket, create(json!({"model": "m", "input": "hi", "store": false}))).await;
+    let (response, _) = read_response(&mut socket).await;
+    assert_eq!(output_text(&response), "You said: hi");
 }

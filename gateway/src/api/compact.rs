@@ -59,8 +59,7 @@ pub async fn compact(
         role: Role::User,
         content: vec![ContentPart::Text(SUMMARY_PROMPT.to_string())],
     });
-    let _ = &principal;
-    let response = state.engine.respond(request).await?;
+    let response = state.engine.create(&principal, request).await?;
     let summary = response
         .output
         .iter()

@@ -293,10 +293,10 @@ impl Connection {
 /// Runs one response's stream for `principal`.
 async fn start(
     state: &AppState,
-    _principal: &Principal,
+    principal: &Principal,
     request: CreateResponse,
 ) -> Result<impl futures::Stream<Item = StreamEvent> + Send + 'static, Error> {
-    state.engine.stream(request).await
+    state.engine.create_stream(principal, request).await
 }
 
 /// A `response.create` message as a validated create request (always streamed).
