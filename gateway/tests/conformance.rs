@@ -536,7 +536,7 @@ async fn invalid_requests_are_400_with_the_param_path() {
             json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "nope"}]}]}),
             "input[0].content[0].image_url",
         ),
-        (json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}), "input[0]"),
+        (json!({"model": "m", "input": [{"type": "item_reference"}]}), "input[0].id"),
         (json!({"model": "m", "input": "x", "metadata": {"a": 5}}), "metadata.a"),
     ] {
         let (status, response) = post(&gateway, body.clone()).await;

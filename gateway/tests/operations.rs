@@ -185,6 +185,8 @@ fn gateway_binary() -> Command {
     }
     // These tests are not about users: the explicit development mode (no authentication).
     command.env("ANTWORT_AUTH__MODE", "none");
+    // The default store is a SQLite file in the working directory; these tests keep nothing.
+    command.env("ANTWORT_STORE__URL", "memory");
     command
 }
 
