@@ -15,13 +15,12 @@
 //!   stream) from what the model produces (`engine::builder`).
 //! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
 //!   Completions client and its request translation.
-//! - [`store`]: STORE. Responses (items, events, background queue state) and conversations,
-//!   owned by (tenant, user), behind one `Store` trait: in-memory, SQLite (embedded default) and
-//!   PostgreSQL (`store::sql`), migrations from `migrations/`. The engine writes a `store: true`
-//!   response before its final event; `engine::context` reads chains and conversations back.
 //! - [`worker`]: BACKGROUND. The worker pool that claims `background: true` responses from the
 //!   store, runs them through the engine and stores their events (`api::background` queues
 //!   and cancels them, `api::resume` replays and follows their events).
+//! - [`tools`]: TOOLS. Server-side tools the engine runs between model calls behind one
+//!   `ToolExecutor` boundary: the sandbox-backed code interpreter (pool-manager claim + agent
+//!   execution over mTLS, `cntr_...` containers per owner).
 //! - [`config`]: the YAML schema and its validation; [`metrics`]: Prometheus; [`error`]: the one
 //!   error type; [`ids`]: object ids.
 //!
@@ -40,6 +39,7 @@ pub mod metrics;
 pub mod openresponses;
 pub mod provider;
 pub mod store;
+pub mod tools;
 pub mod worker;
 
 use std::sync::Arc;

@@ -1,0 +1,134 @@
+//! The `tools.code_interpreter` config section.
+
+use std::time::Duration;
+
+use antwort_common::identity::{IdentityConfig, PeerPolicy};
+use serde::Deserialize;
+
+use crate::openresponses::code_interpreter::Naming;
+
+/// Where sandboxes come from and the limits of one execution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeInterpreterConfig {
+    /// The gateway's own SVID source for the pool manager and the agents.
+    pub identity: IdentityConfig,
+    pub pool_manager: PoolManagerConfig,
+    /// SPIFFE IDs an agent may present (exact, or trust domain + path prefix). The claim names
+    /// the one agent to expect; a claim naming an ID outside this policy is refused.
+    pub agent_spiffe_ids: PeerPolicy,
+    /// The pool to claim from.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// Wall-clock limit of one execution (sent to the agent, which stops the code).
+    #[serde(default = "default_exec_timeout_ms")]
+    pub exec_timeout_ms: u64,
+    /// Limit of the claim / session requests (not executions).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// `logs` beyond this many bytes are cut (`output_truncated`).
+    #[serde(default = "default_max_logs_bytes")]
+    pub max_logs_bytes: usize,
+    /// Images beyond this many per call are dropped (`output_truncated`).
+    #[serde(default = "default_max_images")]
+    pub max_images: usize,
+    /// A container unused this long expires and its claim is released (OpenAI: 20 minutes).
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// OpenAI type names (default) or `antwort:`-prefixed ones (strict OpenResponses).
+    #[serde(default)]
+    pub naming: Naming,
+    /// Emit the `response.antwort:code_interpreter_call_output.delta` extension event.
+    #[serde(default)]
+    pub stream_output: bool,
+}
+
+/// How to reach the pool manager's claim API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolManagerConfig {
+    /// Base URL, `https://...`.
+    pub url: String,
+    /// The SPIFFE ID the pool manager must present.
+    pub spiffe_id: String,
+}
+
+fn default_pool() -> String {
+    "python".into()
+}
+fn default_exec_timeout_ms() -> u64 {
+    60_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_logs_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_images() -> usize {
+    8
+}
+fn default_idle_timeout_secs() -> u64 {
+    20 * 60
+}
+
+/// The limits the executor needs, without the connection settings (tests build these directly).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub exec_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_logs_bytes: usize,
+    pub max_images: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            exec_timeout: Duration::from_millis(default_exec_timeout_ms()),
+            request_timeout: Duration::from_millis(default_request_timeout_ms()),
+            max_logs_bytes: default_max_logs_bytes(),
+            max_images: default_max_images(),
+            idle_timeout: Duration::from_secs(default_idle_timeout_secs()),
+        }
+    }
+}
+
+impl CodeInterpreterConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            exec_timeout: Duration::from_millis(self.exec_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_logs_bytes: self.max_logs_bytes,
+            max_images: self.max_images,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
+
+    /// Field-path errors for values serde accepts but the executor cannot use.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = "tools.code_interpreter";
+        if !self.pool_manager.url.starts_with("https://") {
+            return Err(format!("`{p}.pool_manager.url`: must be an https:// URL (mTLS)"));
+        }
+        antwort_common::identity::SpiffeId::new(&self.pool_manager.spiffe_id)
+            .map_err(|e| format!("`{p}.pool_manager.spiffe_id`: {e}"))?;
+        if self.agent_spiffe_ids.is_empty() {
+            return Err(format!("`{p}.agent_spiffe_ids`: name at least one rule"));
+        }
+        if self.pool.is_empty() {
+            return Err(format!("`{p}.pool`: must not be empty"));
+        }
+        for (name, value) in [
+            ("exec_timeout_ms", self.exec_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_logs_bytes", self.max_logs_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("`{p}.{name}`: must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! The sandbox-backed code interpreter: the `python` tool the model calls.
+//!
+//! # Layout
+//! One call flows top to bottom:
+//! - [`containers`]: resolve the call's `cntr_...` container for its owner (`auto`: the
+//!   response chain's, else a new one), serialize executions per container.
+//! - [`sandbox`]: a new container claims a sandbox from the pool manager ([`sandbox::PoolClient`],
+//!   mTLS to the manager's SPIFFE ID, the container id as `session_key`) and opens a session on
+//!   its agent ([`sandbox::AgentClient`], mTLS to exactly the SPIFFE ID the claim named, which
+//!   must also match `agent_spiffe_ids`); the code runs there.
+//! - [`output`]: the agent's `ExecuteResult` becomes `logs`/`image` outputs, files written,
+//!   the model's text and a typed failure.
+//! - [`config`]: the `tools.code_interpreter` section.
+//!
+//! Containers idle past `idle_timeout` are reaped ([`CodeInterpreter::run_reaper`]): the agent
+//! session is deleted and the claim released.
+
+pub mod config;
+pub mod containers;
+pub mod output;
+pub mod sandbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use antwort_common::agent_api::ExecStatus;
+use antwort_common::identity::{PeerPolicy, SharedSource};
+use antwort_common::pool_api::Claim;
+
+use self::config::{CodeInterpreterConfig, Limits};
+use self::containers::{Container, Containers};
+use self::sandbox::{AgentClient, InterruptOnDrop, PoolClient};
+use crate::error::Error;
+use crate::openresponses::code_interpreter::{
+    self as wire, CallStatus, CodeInterpreterCall, Naming,
+};
+use crate::tools::{
+    BoxFuture, ContainerBinding, Owner, ToolCall, ToolContext, ToolExecutor, ToolFailure, ToolItem,
+    ToolOutcome,
+};
+
+/// Where sandboxes come from.
+enum Sandboxes {
+    /// Production: claims from the pool manager.
+    Pool(PoolClient),
+    /// One agent given directly, for running without a pool manager (tests of the agent path,
+    /// a developer's single agent). Every container gets its own session on it.
+    Static(Claim),
+}
+
+/// The code interpreter executor. Cheap to share (`Arc`); the reaper runs on its own task.
+pub struct CodeInterpreter {
+    source: SharedSource,
+    sandboxes: Sandboxes,
+    agents: PeerPolicy,
+    limits: Limits,
+    naming: Naming,
+    containers: Containers,
+}
+
+impl CodeInterpreter {
+    /// From config: starts the identity source and the pool manager client.
+    pub fn from_config(config: &CodeInterpreterConfig) -> Result<Self, Error> {
+        config.validate().map_err(Error::Internal)?;
+        let source = config
+            .identity
+            .start()
+            .map_err(|e| Error::Internal(format!("`tools.code_interpreter.identity`: {e}")))?;
+        let limits = config.limits();
+        let pool = PoolClient::new(
+            source.clone(),
+            &config.pool_manager.url,
+            &config.pool_manager.spiffe_id,
+            &config.pool,
+            limits.request_timeout,
+        )
+        .map_err(|e| Error::Internal(format!("`tools.code_interpreter.pool_manager`: {e}")))?;
+        Ok(Self::with_pool(source, pool, config.agent_spiffe_ids.clone(), limits, config.naming))
+    }
+
+    /// Claims through `pool`.
+    pub fn with_pool(
+        source: SharedSource,
+        pool: PoolClient,
+        agents: PeerPolicy,
+        limits: Limits,
+        naming: Naming,
+    ) -> Self {
+        CodeInterpreter {
+            source,
+            sandboxes: Sandboxes::Pool(pool),
+            agents,
+            limits,
+            naming,
+            containers: Containers::default(),
+        }
+    }
+
+    /// Uses the one agent `claim` names, without a pool manager.
+    pub fn with_static_agent(
+        source: SharedSource,
+        claim: Claim,
+        agents: PeerPolicy,
+        limits: Limits,
+        naming: Naming,
+    ) -> Self {
+        CodeInterpreter {
+            source,
+            sandboxes: Sandboxes::Static(claim),
+            agents,
+            limits,
+            naming,
+            containers: Containers::default(),
+        }
+    }
+
+    pub fn naming(&self) -> Naming {
+        self.naming
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn containers(&self) -> &Containers {
+        &self.containers
+    }
+
+    /// For request validation: whether `owner` has container `id` (404 `container` otherwise).
+    pub fn check_container(&self, owner: &Owner, id: &str) -> Result<(), Error> {
+        match self.containers.get(owner, id) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound { object: "container", id: id.to_string() }),
+        }
+    }
+
+    fn claim_ttl(&self) -> Duration {
+        // Outlives the idle timeout so the reaper, not the manager, ends an idle container.
+        self.limits.idle_timeout + Duration::from_secs(60)
+    }
+
+    /// The container a call runs in. The engine calls this once before running a turn's calls
+    /// in parallel, so they share one new `auto` container instead of making one each.
+    pub async fn resolve_container(
+        &self,
+        owner: &Owner,
+        binding: &ContainerBinding,
+    ) -> Result<Arc<Container>, ToolFailure> {
+        match binding {
+            ContainerBinding::Explicit(id) => self
+                .containers
+                .get(owner, id)
+                .ok_or_else(|| ToolFailure::ContainerNotFound { id: id.clone() }),
+            ContainerBinding::Auto { current } => {
+                if let Some(id) = current
+                    && let Some(container) = self.containers.get(owner, id)
+                {
+                    return Ok(container);
+                }
+                self.create_container(owner).await
+            }
+        }
+    }
+
+    /// Claims a sandbox and opens a session for a new container of `owner`.
+    pub async fn create_container(&self, owner: &Owner) -> Result<Arc<Container>, ToolFailure> {
+        let id = crate::ids::new_id(wire::CONTAINER_ID_PREFIX);
+        let claim = match &self.sandboxes {
+            Sandboxes::Pool(pool) => pool.claim(&id, self.claim_ttl()).await?,
+            Sandboxes::Static(claim) => claim.clone(),
+        };
+        let opened = async {
+            let agent = AgentClient::for_claim(
+                self.source.clone(),
+                &self.agents,
+                &claim,
+                self.limits.request_timeout,
+            )?;
+            let session = agent.create_session(&id).await?;
+            Ok::<_, ToolFailure>((agent, session))
+        }
+        .await;
+        let (agent, session) = match opened {
+            Ok(opened) => opened,
+            Err(failure) => {
+                self.release_claim(&claim).await;
+                return Err(failure);
+            }
+        };
+        tracing::info!(container = %id, claim = %claim.claim_id, agent = %claim.agent_spiffe_id, "container created");
+        let container = Arc::new(Container::new(id, owner.clone(), claim, agent, session.id));
+        self.containers.insert(container.clone());
+        Ok(container)
+    }
+
+    async fn release_claim(&self, claim: &Claim) {
+        if let Sandboxes::Pool(pool) = &self.sandboxes
+            && let Err(err) = pool.release(&claim.claim_id).await
+        {
+            tracing::warn!(claim = %claim.claim_id, error = %err, "claim release failed");
+        }
+    }
+
+    /// Ends a container: deletes its session and releases its claim.
+    async fn end(&self, container: &Container) {
+        container.agent.delete_session(&container.session_id).await;
+        self.release_claim(&container.claim()).await;
+        tracing::info!(container = %container.id, "container ended");
+    }
+
+    /// Deletes the owner's container `id` (the containers API); false when not found.
+    pub async fn delete_container(&self, owner: &Owner, id: &str) -> bool {
+        match self.containers.remove(owner, id) {
+            Some(container) => {
+                let _running = container.exec.lock().await;
+                self.end(&container).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every container idle past the idle timeout; returns how many.
+    pub async fn reap_expired(&self) -> usize {
+        let expired = self.containers.take_expired(self.limits.idle_timeout);
+        for container in &expired {
+            self.end(container).await;
+        }
+        expired.len()
+    }
+
+    /// Reaps expired containers until `shutdown` resolves, then ends all containers.
+    pub async fn run_reaper(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let every = (self.limits.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(every) => { self.reap_expired().await; }
+            }
+        }
+        for container in self.containers.take_expired(Duration::ZERO) {
+            self.end(&container).await;
+        }
+    }
+
+    /// Keeps a pooled claim alive while its container is used.
+    async fn keep_claim(&self, container: &Container) -> Result<(), ToolFailure> {
+        let Sandboxes::Pool(pool) = &self.sandboxes else { return Ok(()) };
+        let claim = container.claim();
+        let now = crate::ids::unix_now().max(0) as u64;
+        if claim.expires_at.saturating_sub(now) > self.limits.idle_timeout.as_secs() {
+            return Ok(());
+        }
+        match pool.renew(&claim.claim_id, self.claim_ttl()).await? {
+            Some(renewed) => {
+                container.set_claim(renewed);
+                Ok(())
+            }
+            None => {
+                self.containers.remove(&container.owner, &container.id);
+                Err(ToolFailure::ContainerNotFound { id: container.id.clone() })
+            }
+        }
+    }
+
+    /// Runs `code` for the context's owner and container. Every path ends in an outcome.
+    pub async fn run_code(&self, ctx: &ToolContext, code: String, item_id: &str) -> ToolOutcome {
+        let container = match self.resolve_container(&ctx.owner, &ctx.container).await {
+            Ok(container) => container,
+            Err(failure) => {
+                let container_id = match &ctx.container {
+                    ContainerBinding::Explicit(id) => id.clone(),
+                    ContainerBinding::Auto { current } => current.clone().unwrap_or_default(),
+                };
+                return self.failed(item_id, code, container_id, failure);
+            }
+        };
+        let _running = tokio::select! {
+            guard = container.exec.lock() => guard,
+            () = ctx.cancel.cancelled() => {
+                return self.failed(item_id, code, container.id.clone(), ToolFailure::Cancelled);
+            }
+        };
+        container.touch();
+        if let Err(failure) = self.keep_claim(&container).await {
+            return self.failed(item_id, code, container.id.clone(), failure);
+        }
+        let mut interrupt = InterruptOnDrop {
+            agent: container.agent.clone(),
+            session: container.session_id.clone(),
+            armed: true,
+        };
+        let executed = tokio::select! {
+            result = container.agent.execute(&container.session_id, &code, self.limits.exec_timeout) => result,
+            () = ctx.cancel.cancelled() => {
+                interrupt.armed = false;
+                container.agent.interrupt(&container.session_id).await;
+                container.touch();
+                return self.failed(item_id, code, container.id.clone(), ToolFailure::Cancelled);
+            }
+        };
+        interrupt.armed = false;
+        container.touch();
+        let result = match executed {
+            Ok(result) => result,
+            Err(failure) => return self.failed(item_id, code, container.id.clone(), failure),
+        };
+        let status = result.status;
+        let mapped = output::map_result(result, &self.limits, &container);
+        if matches!(status, ExecStatus::Killed | ExecStatus::OutOfMemory | ExecStatus::Timeout)
+            && let Err(failure) = container.agent.restart_if_dead(&container.session_id).await
+        {
+            tracing::warn!(container = %container.id, ?failure, "could not restart a dead session");
+        }
+        ToolOutcome {
+            output_for_model: mapped.model_text,
+            item: ToolItem::CodeInterpreter(CodeInterpreterCall {
+                id: item_id.to_string(),
+                status: mapped.status,
+                code,
+                container_id: container.id.clone(),
+                outputs: mapped.outputs,
+            }),
+            files: mapped.files,
+            failure: mapped.failure,
+            container_id: Some(container.id.clone()),
+        }
+    }
+
+    fn failed(
+        &self,
+        item_id: &str,
+        code: String,
+        container_id: String,
+        failure: ToolFailure,
+    ) -> ToolOutcome {
+        // Ran partly (cancelled mid-way) is incomplete; never ran is failed.
+        let status = match failure {
+            ToolFailure::Cancelled => CallStatus::Incomplete,
+            _ => CallStatus::Failed,
+        };
+        tracing::info!(code = failure.code(), container = %container_id, "code_interpreter call failed");
+        ToolOutcome {
+            output_for_model: format!("[{}] {}", failure.code(), failure.message()),
+            item: ToolItem::CodeInterpreter(CodeInterpreterCall {
+                id: item_id.to_string(),
+                status,
+                code,
+                container_id: container_id.clone(),
+                outputs: Vec::new(),
+            }),
+            files: Vec::new(),
+            failure: Some(failure),
+            container_id: (!container_id.is_empty()).then_some(container_id),
+        }
+    }
+}
+
+impl ToolExecutor for CodeInterpreter {
+    fn name(&self) -> &'static str {
+        wire::PYTHON_TOOL_NAME
+    }
+
+    fn definition(&self) -> (&'static str, serde_json::Value) {
+        let (_, description, schema) = wire::python_tool();
+        (description, schema)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        ctx: &'a ToolContext,
+        call: &'a ToolCall,
+        item_id: &'a str,
+    ) -> BoxFuture<'a, ToolOutcome> {
+        Box::pin(async move {
+            match wire::code_from_arguments(&call.arguments) {
+                Ok(code) => self.run_code(ctx, code, item_id).await,
+                Err(reason) => {
+                    let container_id = match &ctx.container {
+                        ContainerBinding::Explicit(id) => id.clone(),
+                        ContainerBinding::Auto { current } => current.clone().unwrap_or_default(),
+                    };
+                    self.failed(
+                        item_id,
+                        call.arguments.clone(),
+                        container_id,
+                        ToolFailure::InvalidArguments { reason },
+                    )
+                }
+            }
+        })
+    }
+}
