@@ -15,6 +15,10 @@
 //!   stream) from what the model produces (`engine::builder`).
 //! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
 //!   Completions client and its request translation.
+//! - [`store`]: STORE. Responses (items, events, background queue state) and conversations,
+//!   owned by (tenant, user), behind one `Store` trait: in-memory, SQLite (embedded default) and
+//!   PostgreSQL (`store::sql`), migrations from `migrations/`. The engine writes a `store: true`
+//!   response before its final event; `engine::context` reads chains and conversations back.
 //! - [`worker`]: BACKGROUND. The worker pool that claims `background: true` responses from the
 //!   store, runs them through the engine and stores their events (`api::background` queues
 //!   and cancels them, `api::resume` replays and follows their events).
