@@ -277,7 +277,9 @@ impl CreateResponse {
         let mut item_references = Vec::new();
         let input = match body.remove("input") {
             None | Some(Value::Null) => {
-                if previous_response_id.is_none() && body.get("conversation").is_none_or(Value::is_null) {
+                if previous_response_id.is_none()
+                    && body.get("conversation").is_none_or(Value::is_null)
+                {
                     return Err(Error::invalid_request(
                         Some("input"),
                         "missing_required_parameter",
@@ -306,7 +308,8 @@ impl CreateResponse {
                                 format!("Missing required parameter: '{path}.id'."),
                             ));
                         }
-                        item_references.push(ItemReference { position: parsed.len(), id: id.into() });
+                        item_references
+                            .push(ItemReference { position: parsed.len(), id: id.into() });
                         continue;
                     }
                     parsed.push(parse_item(&path, item)?);
@@ -325,7 +328,10 @@ impl CreateResponse {
                 _ => return Err(Error::invalid_type("conversation.id", "a string")),
             },
             Some(_) => {
-                return Err(Error::invalid_type("conversation", "a conversation id or {\"id\": ...}"));
+                return Err(Error::invalid_type(
+                    "conversation",
+                    "a conversation id or {\"id\": ...}",
+                ));
             }
         };
         if conversation.is_some() && previous_response_id.is_some() {
