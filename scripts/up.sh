@@ -33,6 +33,7 @@ if ! env | grep -q '^ANTWORT_AUTH__'; then
   echo "antwort: authentication is OFF (auth.mode: none, for local development); set ANTWORT_AUTH__API_KEYS or ANTWORT_AUTH__OIDC to require it"
 fi
 
+echo "antwort: responses are stored in ${ANTWORT_STORE__URL:-sqlite://antwort-data/antwort.db} (set ANTWORT_STORE__URL for PostgreSQL)"
 target/release/antwort-gateway --listen "$listen" --backend-url "$backend_url" &
 pids+=("$!")
 echo "antwort: point OpenAI clients at http://${listen}/v1 (e.g. OPENAI_BASE_URL=http://${listen}/v1); Ctrl-C stops"
