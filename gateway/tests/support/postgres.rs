@@ -131,10 +131,16 @@ impl Cluster {
 
     /// Stops the server at once (`immediate`: like a crash of the database).
     pub fn stop(&self) {
+        self.stop_with("immediate");
+    }
+
+    /// Stops the server with a `pg_ctl stop -m` mode: `fast` (disconnects every client, an
+    /// orderly shutdown), `immediate` (a crash) or `smart`.
+    pub fn stop_with(&self, mode: &str) {
         let out = pg(&self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-w", "stop", "-m", "immediate"])
+            .args(["-w", "stop", "-m", mode])
             .output()
             .expect("pg_ctl runs");
         assert!(
