@@ -1,8 +1,10 @@
 //! Background mode: `background: true`, the worker pool, cancel, and resuming a response's
 //! stream (`GET /v1/responses/{id}?stream=true&starting_after=N`), on every store engine. The
-//! multi-replica tests run real `antwort-gateway` processes on a real PostgreSQL server (started
-//! here with initdb/pg_ctl) and kill them with SIGKILL / SIGTERM.
+//! multi-replica tests run real `antwort-gateway` processes on a real PostgreSQL server (the
+//! test harness in support/postgres.rs) and kill them with SIGKILL / SIGTERM.
 
+#[path = "support/postgres.rs"]
+mod postgres;
 mod support;
 
 use std::path::Path;
@@ -201,8 +203,8 @@ async fn lifecycle_on_sqlite() {
 
 #[tokio::test]
 async fn lifecycle_on_postgres() {
-    let pg = pg::Postgres::start().await;
-    lifecycle(&pg.url).await;
+    let pg_url = postgres::fresh_database().await;
+    lifecycle(&pg_url).await;
 }
 
 #[tokio::test]
@@ -372,11 +374,11 @@ fn event_schema(event: &Value) -> &'static str {
 
 #[tokio::test]
 async fn two_gateways_share_the_queue_and_run_each_response_once() {
-    let pg = pg::Postgres::start().await;
+    let pg_url = postgres::fresh_database().await;
     let backend = ScriptedBackend::start().await;
     backend.set_default(Script::echo().chunk_delay(Duration::from_millis(5)));
-    let a = Gateway::start_with(config(&backend, &pg.url)).await;
-    let b = Gateway::start_with(config(&backend, &pg.url)).await;
+    let a = Gateway::start_with(config(&backend, &pg_url)).await;
+    let b = Gateway::start_with(config(&backend, &pg_url)).await;
     let mut ids = Vec::new();
     for i in 0..16 {
         let url = if i % 2 == 0 { &a.url } else { &b.url };
@@ -486,14 +488,14 @@ impl Process {
 
 #[tokio::test]
 async fn a_killed_workers_response_is_failed_or_rerun_by_another_replica() {
-    let pg = pg::Postgres::start().await;
+    let pg_url = postgres::fresh_database().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = ScriptedBackend::start().await;
     // Response 1 streams slowly (the worker dies mid-stream); response 2 waits long for its
     // first token (the worker dies before anything streamed).
     backend.on_model("streams", slow_text(400, Duration::from_millis(50)));
     backend.on_model("thinks", Script::text("finally").ttft(Duration::from_secs(3)));
-    let mut a = Process::start(dir.path(), "a", &backend, &pg.url, 5.0).await;
+    let mut a = Process::start(dir.path(), "a", &backend, &pg_url, 5.0).await;
     let (_, streaming) =
         create(&a.url, json!({"model": "streams", "input": "x", "background": true})).await;
     let (_, thinking) =
@@ -507,7 +509,7 @@ async fn a_killed_workers_response_is_failed_or_rerun_by_another_replica() {
 
     a.signal(nix::sys::signal::Signal::SIGKILL);
     a.wait(Duration::from_secs(5)).await;
-    let b = Process::start(dir.path(), "b", &backend, &pg.url, 5.0).await;
+    let b = Process::start(dir.path(), "b", &backend, &pg_url, 5.0).await;
 
     // Streamed before the crash: failed, and its replay ends with that failure.
     let failed = wait_for_status(&b.url, &streaming, &["failed"], Duration::from_secs(20)).await;
@@ -528,12 +530,12 @@ async fn a_killed_workers_response_is_failed_or_rerun_by_another_replica() {
 
 #[tokio::test]
 async fn sigterm_drains_running_responses_and_requeues_what_cannot_finish() {
-    let pg = pg::Postgres::start().await;
+    let pg_url = postgres::fresh_database().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = ScriptedBackend::start().await;
     backend.on_model("short", slow_text(20, Duration::from_millis(50)));
     backend.on_model("late", Script::text("eventually").ttft(Duration::from_secs(30)));
-    let mut a = Process::start(dir.path(), "a", &backend, &pg.url, 2.0).await;
+    let mut a = Process::start(dir.path(), "a", &backend, &pg_url, 2.0).await;
     let (_, short) =
         create(&a.url, json!({"model": "short", "input": "x", "background": true})).await;
     let (_, late) =
@@ -550,102 +552,10 @@ async fn sigterm_drains_running_responses_and_requeues_what_cannot_finish() {
     // The short one finished within the grace period; the late one went back to the queue and
     // another replica runs it.
     backend.on_model("late", Script::text("eventually"));
-    let b = Process::start(dir.path(), "b", &backend, &pg.url, 2.0).await;
+    let b = Process::start(dir.path(), "b", &backend, &pg_url, 2.0).await;
     let done = get(&b.url, &short).await;
     assert_eq!(done["status"], "completed", "{done}");
     let rerun = wait_for_status(&b.url, &late, &["completed"], Duration::from_secs(20)).await;
     assert_eq!(support::output_text(&rerun), "eventually");
     assert_stream_conformant(&resume(&b.url, &late, None).await).expect("a response");
-}
-
-/// A throwaway PostgreSQL server (initdb + pg_ctl, as `postgres` when running as root).
-mod pg {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
-    pub struct Postgres {
-        _dir: tempfile::TempDir,
-        data: PathBuf,
-        pub url: String,
-    }
-
-    fn bin(name: &str) -> PathBuf {
-        for version in ["17", "16", "15", "14", "13"] {
-            let path = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin/{name}"));
-            if path.exists() {
-                return path;
-            }
-        }
-        panic!("PostgreSQL binaries not found (apt-get install postgresql)");
-    }
-
-    fn run(program: &Path, args: &[&str]) {
-        let root = nix::unistd::Uid::effective().is_root();
-        let mut command = if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
-        };
-        let output = command.args(args).output().expect("postgres tool runs");
-        assert!(
-            output.status.success(),
-            "{} {args:?}: {}",
-            program.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    impl Postgres {
-        pub async fn start() -> Self {
-            tokio::task::spawn_blocking(Self::start_blocking).await.expect("postgres starts")
-        }
-
-        fn start_blocking() -> Self {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let data = dir.path().join("data");
-            if nix::unistd::Uid::effective().is_root() {
-                let status = Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .status()
-                    .expect("chown");
-                assert!(status.success());
-            }
-            let data_s = data.to_str().expect("utf-8 path");
-            run(&bin("initdb"), &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"]);
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port();
-            let socket_dir = dir.path().to_str().expect("utf-8 path");
-            let log = dir.path().join("pg.log");
-            run(
-                &bin("pg_ctl"),
-                &[
-                    "-D",
-                    data_s,
-                    "-l",
-                    log.to_str().expect("utf-8"),
-                    "-w",
-                    "start",
-                    "-o",
-                    &format!(
-                        "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-                    ),
-                ],
-            );
-            let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-            Self { _dir: dir, data, url }
-        }
-    }
-
-    impl Drop for Postgres {
-        fn drop(&mut self) {
-            let data = self.data.to_str().expect("utf-8 path");
-            run(&bin("pg_ctl"), &["-D", data, "-m", "immediate", "-w", "stop"]);
-        }
-    }
 }
