@@ -264,6 +264,16 @@ async fn a_postgres_restart_under_load_is_503_then_recovers_without_a_gateway_re
     let acknowledged_before_outage = outcomes.lock().expect("outcomes").acknowledged.len();
     // The outage: long enough for every client to hit it several times.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reads during the outage are 503 too, not 404 (the response exists) and not 500.
+    let stored = outcomes.lock().expect("outcomes").acknowledged[0].0.clone();
+    let read = support::client()
+        .get(format!("{}/v1/responses/{stored}", gateway.url))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .expect("GET answered during the outage");
+    assert_eq!(read.status().as_u16(), 503);
+    support::assert_error_envelope(&read.json().await.expect("JSON"), 503, "store_unavailable");
     let during = {
         let outcomes = outcomes.lock().expect("outcomes");
         (outcomes.acknowledged.len(), outcomes.unavailable)
