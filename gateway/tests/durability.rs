@@ -1,8 +1,8 @@
 //! Durability of stored responses under crashes, on real parts: real `antwort-gateway`
 //! processes (killed with SIGKILL in the middle of a load of concurrent `store: true`
 //! requests) on a real SQLite file and a real PostgreSQL server, and a PostgreSQL server
-//! stopped (`pg_ctl stop -m fast`) and started again under load while the same gateway
-//! process keeps serving.
+//! stopped (`pg_ctl stop -m fast`, and `-m immediate`: a crash) and started again under load
+//! while the same gateway process keeps serving.
 //!
 //! The promise checked: a response whose HTTP reply (200 with an id) reached the client is in
 //! the database; while the database is down, requests get 503 `store_unavailable` in the error
@@ -247,6 +247,16 @@ async fn kill_9_under_load_loses_no_acknowledged_response_on_postgres() {
 
 #[tokio::test]
 async fn a_postgres_restart_under_load_is_503_then_recovers_without_a_gateway_restart() {
+    postgres_outage_under_load("fast").await;
+}
+
+#[tokio::test]
+async fn a_postgres_crash_under_load_is_503_then_recovers_without_a_gateway_restart() {
+    postgres_outage_under_load("immediate").await;
+}
+
+/// PostgreSQL stopped with `pg_ctl stop -m {mode}` under load, then started again.
+async fn postgres_outage_under_load(mode: &'static str) {
     let url = postgres::fresh_database().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = ScriptedBackend::start().await;
@@ -258,7 +268,7 @@ async fn a_postgres_restart_under_load_is_503_then_recovers_without_a_gateway_re
     let clients = load(&gateway.url, &outcomes, &stop);
     wait_acknowledged(&outcomes, 20).await;
 
-    tokio::task::spawn_blocking(|| postgres::cluster().stop_with("fast"))
+    tokio::task::spawn_blocking(move || postgres::cluster().stop_with(mode))
         .await
         .expect("postgres stops");
     let acknowledged_before_outage = outcomes.lock().expect("outcomes").acknowledged.len();
@@ -303,7 +313,7 @@ async fn a_postgres_restart_under_load_is_503_then_recovers_without_a_gateway_re
     let after = after.into_inner().expect("after").acknowledged;
     assert_all_readable(&gateway.url, &after).await;
     eprintln!(
-        "postgres restart: {} acknowledged in all ({} before the stop, {} by the end of the \
+        "postgres stop -m {mode}: {} acknowledged in all ({} before the stop, {} by the end of the \
          outage), all read back; {} answered 503 store_unavailable",
         outcomes.acknowledged.len(),
         acknowledged_before_outage,
