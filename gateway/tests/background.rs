@@ -5,17 +5,18 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/process.rs"]
+mod process;
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use antwort_gateway::config::RawConfig;
 use antwort_scripted_backend::{Script, ScriptedBackend};
+use process::GatewayProcess;
 use serde_json::{Value, json};
 use support::{assert_response, assert_stream_conformant, assert_valid, client, parse_sse};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Background settings with short timers, so crash and cancel tests take seconds.
 fn quick_background(raw: &mut RawConfig) {
@@ -413,77 +414,19 @@ async fn two_gateways_share_the_queue_and_run_each_response_once() {
     b.stop().await;
 }
 
-/// A real `antwort-gateway` process.
-struct Process {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Process {
-    async fn start(
-        dir: &Path,
-        name: &str,
-        backend: &ScriptedBackend,
-        store_url: &str,
-        grace_secs: f64,
-    ) -> Self {
-        let config = dir.join(format!("{name}.yaml"));
-        let yaml = format!(
-            "listen: 127.0.0.1:0\nbackend_url: {}\nshutdown_grace_period_secs: {grace_secs}\nauth: {{ mode: none }}\nstore: {{ url: \"{store_url}\" }}\nbackground: {{ workers: 2, lease_secs: 2.0, heartbeat_secs: 0.3, poll_interval_ms: 50 }}\n",
-            backend.base_url()
-        );
-        std::fs::write(&config, yaml).expect("config written");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_antwort-gateway"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("gateway binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        for pipe in
-            [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(stderr)]
-        {
-            let tx = tx.clone();
-            let name = name.to_string();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("[{name}] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let url = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = rx.recv().await {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String =
-                        rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
-                    return format!("http://{addr}");
-                }
-            }
-            panic!("the gateway exited before listening");
-        })
-        .await
-        .expect("the gateway listens within 30 s");
-        Self { child, url }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal sent");
-    }
-
-    async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("the gateway exits in time")
-            .expect("wait")
-    }
+/// A gateway process with 2 background workers and short leases.
+async fn start_process(
+    dir: &Path,
+    name: &str,
+    backend: &ScriptedBackend,
+    store_url: &str,
+    grace_secs: f64,
+) -> GatewayProcess {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackend_url: {}\nshutdown_grace_period_secs: {grace_secs}\nauth: {{ mode: none }}\nstore: {{ url: \"{store_url}\" }}\nbackground: {{ workers: 2, lease_secs: 2.0, heartbeat_secs: 0.3, poll_interval_ms: 50 }}\n",
+        backend.base_url()
+    );
+    GatewayProcess::start(dir, name, &yaml).await
 }
 
 #[tokio::test]
@@ -495,7 +438,7 @@ async fn a_killed_workers_response_is_failed_or_rerun_by_another_replica() {
     // first token (the worker dies before anything streamed).
     backend.on_model("streams", slow_text(400, Duration::from_millis(50)));
     backend.on_model("thinks", Script::text("finally").ttft(Duration::from_secs(3)));
-    let mut a = Process::start(dir.path(), "a", &backend, &pg_url, 5.0).await;
+    let mut a = start_process(dir.path(), "a", &backend, &pg_url, 5.0).await;
     let (_, streaming) =
         create(&a.url, json!({"model": "streams", "input": "x", "background": true})).await;
     let (_, thinking) =
@@ -509,7 +452,7 @@ async fn a_killed_workers_response_is_failed_or_rerun_by_another_replica() {
 
     a.signal(nix::sys::signal::Signal::SIGKILL);
     a.wait(Duration::from_secs(5)).await;
-    let b = Process::start(dir.path(), "b", &backend, &pg_url, 5.0).await;
+    let b = start_process(dir.path(), "b", &backend, &pg_url, 5.0).await;
 
     // Streamed before the crash: failed, and its replay ends with that failure.
     let failed = wait_for_status(&b.url, &streaming, &["failed"], Duration::from_secs(20)).await;
@@ -535,7 +478,7 @@ async fn sigterm_drains_running_responses_and_requeues_what_cannot_finish() {
     let backend = ScriptedBackend::start().await;
     backend.on_model("short", slow_text(20, Duration::from_millis(50)));
     backend.on_model("late", Script::text("eventually").ttft(Duration::from_secs(30)));
-    let mut a = Process::start(dir.path(), "a", &backend, &pg_url, 2.0).await;
+    let mut a = start_process(dir.path(), "a", &backend, &pg_url, 2.0).await;
     let (_, short) =
         create(&a.url, json!({"model": "short", "input": "x", "background": true})).await;
     let (_, late) =
@@ -552,7 +495,7 @@ async fn sigterm_drains_running_responses_and_requeues_what_cannot_finish() {
     // The short one finished within the grace period; the late one went back to the queue and
     // another replica runs it.
     backend.on_model("late", Script::text("eventually"));
-    let b = Process::start(dir.path(), "b", &backend, &pg_url, 2.0).await;
+    let b = start_process(dir.path(), "b", &backend, &pg_url, 2.0).await;
     let done = get(&b.url, &short).await;
     assert_eq!(done["status"], "completed", "{done}");
     let rerun = wait_for_status(&b.url, &late, &["completed"], Duration::from_secs(20)).await;

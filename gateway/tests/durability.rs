@@ -10,86 +10,36 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/process.rs"]
+mod process;
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use antwort_scripted_backend::{Script, ScriptedBackend};
+use process::GatewayProcess;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Every request is bounded: a hang is a failure, not a stuck test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Concurrent clients of the load.
 const CLIENTS: usize = 8;
 
-/// A real `antwort-gateway` process.
-struct Process {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Process {
-    async fn start(dir: &Path, name: &str, backend: &ScriptedBackend, store_url: &str) -> Self {
-        let config = dir.join(format!("{name}.yaml"));
-        // A short acquire timeout: while the database is down a request waits at most 1 s for
-        // a connection before its 503.
-        let yaml = format!(
-            "listen: 127.0.0.1:0\nbackend_url: {}\nshutdown_grace_period_secs: 2\nauth: {{ mode: none }}\nstore: {{ url: \"{store_url}\", acquire_timeout_secs: 1.0 }}\n",
-            backend.base_url()
-        );
-        std::fs::write(&config, yaml).expect("config written");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_antwort-gateway"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("gateway binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        for pipe in
-            [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(stderr)]
-        {
-            let tx = tx.clone();
-            let name = name.to_string();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("[{name}] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let url = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = rx.recv().await {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String =
-                        rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
-                    return format!("http://{addr}");
-                }
-            }
-            panic!("the gateway exited before listening");
-        })
-        .await
-        .expect("the gateway listens within 30 s");
-        Self { child, url }
-    }
-
-    async fn kill_9(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("signal sent");
-        tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .expect("the gateway dies at once")
-            .expect("wait");
-    }
+/// A gateway process with a short store acquire timeout: while the database is down a request
+/// waits at most 1 s for a connection before its 503.
+async fn start_process(
+    dir: &Path,
+    name: &str,
+    backend: &ScriptedBackend,
+    store_url: &str,
+) -> GatewayProcess {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nbackend_url: {}\nshutdown_grace_period_secs: 2\nauth: {{ mode: none }}\nstore: {{ url: \"{store_url}\", acquire_timeout_secs: 1.0 }}\n",
+        backend.base_url()
+    );
+    GatewayProcess::start(dir, name, &yaml).await
 }
 
 /// What the load saw.
@@ -205,7 +155,7 @@ async fn kill_9_under_load(store_url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = ScriptedBackend::start().await;
     backend.set_default(echo_backend_script());
-    let mut first = Process::start(dir.path(), "first", &backend, store_url).await;
+    let mut first = start_process(dir.path(), "first", &backend, store_url).await;
 
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -222,7 +172,7 @@ async fn kill_9_under_load(store_url: &str) {
     // The kill cut requests in flight: every client's last request failed on the wire.
     assert!(outcomes.transport_errors >= 1, "the kill did not interrupt any request");
 
-    let second = Process::start(dir.path(), "second", &backend, store_url).await;
+    let second = start_process(dir.path(), "second", &backend, store_url).await;
     assert_all_readable(&second.url, &outcomes.acknowledged).await;
     eprintln!(
         "kill -9 on {}: {} acknowledged ({} when the kill was sent), all read back; {} requests cut",
@@ -261,7 +211,7 @@ async fn postgres_outage_under_load(mode: &'static str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = ScriptedBackend::start().await;
     backend.set_default(echo_backend_script());
-    let gateway = Process::start(dir.path(), "gateway", &backend, &url).await;
+    let gateway = start_process(dir.path(), "gateway", &backend, &url).await;
 
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
