@@ -131,25 +131,8 @@ async fn resume(gateway_url: &str, id: &str, starting_after: Option<u64>) -> sup
     if let Some(n) = starting_after {
         url.push_str(&format!("&starting_after={n}"));
     }
-    let mut response = client().get(url).send().await.expect("sent");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mut chunks = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), response.chunk())
-        .await
-        .expect("stream makes progress")
-        .expect("stream reads")
-    {
-        chunks.push(chunk.to_vec());
-    }
-    let events =
-        if content_type.starts_with("text/event-stream") { parse_sse(&chunks) } else { Vec::new() };
-    support::Stream { status, content_type, chunks, events }
+    let response = client().get(url).send().await.expect("sent");
+    support::read_stream(response, Duration::from_secs(30)).await
 }
 
 async fn lifecycle(store_url: &str) {

@@ -285,8 +285,13 @@ impl Stream {
 
 pub async fn post_stream(gateway: &Gateway, mut body: Value) -> Stream {
     body["stream"] = json!(true);
-    let mut response =
-        client().post(gateway.responses_url()).json(&body).send().await.expect("sent");
+    let response = client().post(gateway.responses_url()).json(&body).send().await.expect("sent");
+    read_stream(response, Duration::from_secs(20)).await
+}
+
+/// Reads an answer to the end (each chunk within `progress`), parsing SSE when it is an event
+/// stream.
+pub async fn read_stream(mut response: reqwest::Response, progress: Duration) -> Stream {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -295,7 +300,7 @@ pub async fn post_stream(gateway: &Gateway, mut body: Value) -> Stream {
         .unwrap_or("")
         .to_string();
     let mut chunks = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+    while let Some(chunk) = tokio::time::timeout(progress, response.chunk())
         .await
         .expect("stream makes progress")
         .expect("stream reads")
