@@ -4,6 +4,8 @@
 # The last line printed is the test runner's own summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Incremental caches would double the build directory for a one-shot run.
+export CARGO_INCREMENTAL=0
 
 scripts/install-test-deps.sh
 scripts/kube-test-env.sh build  # pool-manager tests start a real kube-apiserver (built once, cached)
