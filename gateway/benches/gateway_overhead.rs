@@ -10,7 +10,9 @@
 //! - PostgreSQL: a real cluster started in a temp dir for this run (the test harness,
 //!   tests/support/postgres.rs: initdb + pg_ctl, as the `postgres` user via runuser when root,
 //!   `fsync=off`) and stopped at the end. Without initdb (or if it cannot start) the row is
-//!   skipped with the reason printed.
+//!   skipped with the reason printed;
+//! - the same for `stream: true` (read to the end), where storing also writes the
+//!   `in_progress` record and the batched events.
 //!
 //! Run: `cargo bench -p antwort-gateway --bench gateway_overhead`. `ANTWORT_BENCH_SECS` sets the
 //! length of each throughput run (default 5); `ANTWORT_BENCH_ONLY=store` runs only the store
@@ -204,6 +206,19 @@ async fn store_rows(
         Ok(target) => Ok(throughput(client, target, length).await),
         Err(reason) => Err(reason),
     };
+    // Streamed: a stored stream also writes its `in_progress` record and its events (batched).
+    let streamed = |target: &Target| Target {
+        url: target.url.clone(),
+        body: target.stream_body.clone(),
+        stream_body: target.stream_body.clone(),
+        first_token_marker: target.first_token_marker,
+    };
+    let stream_base = throughput(client, &streamed(unstored), length).await;
+    let stream_sqlite = throughput(client, &streamed(sqlite), length).await;
+    let stream_pg = match pg {
+        Ok(target) => Some(throughput(client, &streamed(target), length).await),
+        Err(_) => None,
+    };
     println!();
     println!(
         "store: true vs store: false through the gateway (same run, concurrency {CONCURRENCY})"
@@ -224,6 +239,21 @@ async fn store_rows(
             rps / base
         ),
         Err(reason) => println!("{:<34} skipped: {reason}", "store: true, PostgreSQL"),
+    }
+    println!("{:<34} {:>12.0} {:>15.2}x", "stream, store: false (baseline)", stream_base, 1.0);
+    println!(
+        "{:<34} {:>12.0} {:>15.2}x",
+        "stream, store: true, SQLite",
+        stream_sqlite,
+        stream_sqlite / stream_base
+    );
+    if let Some(rps) = stream_pg {
+        println!(
+            "{:<34} {:>12.0} {:>15.2}x",
+            "stream, store: true, PostgreSQL",
+            rps,
+            rps / stream_base
+        );
     }
     println!();
     match pg_rps {

@@ -106,7 +106,10 @@ pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, E
         );
     }
     let metrics = Arc::new(metrics::Metrics::new());
-    let engine = Arc::new(engine::Engine::new(router, metrics.clone(), store.clone()));
+    let engine = Arc::new(
+        engine::Engine::new(router, metrics.clone(), store.clone())
+            .with_event_batching(config.background.event_batching()),
+    );
     let workers =
         Arc::new(worker::Workers::start(store.clone(), engine.clone(), config.background.clone()));
     let router = api::router(api::AppState {

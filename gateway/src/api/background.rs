@@ -40,6 +40,11 @@ pub async fn create(
     {
         return Err(Error::PreviousResponseNotFound(previous.clone()));
     }
+    if let Some(conversation) = &request.conversation
+        && state.store.get_conversation(&access, conversation).await?.is_none()
+    {
+        return Err(Error::NotFound { object: "conversation", id: conversation.clone() });
+    }
     let body: Value = serde_json::from_slice(body).map_err(|e| {
         Error::invalid_request(None, "invalid_json", format!("The body is not valid JSON: {e}"))
     })?;
@@ -53,7 +58,9 @@ pub async fn create(
         created_at: response.created_at,
         status: ResponseStatus::Queued,
         previous_response_id: request.previous_response_id.clone(),
-        conversation_id: None,
+        // The turn joins the conversation when it finishes (the store does that with the final
+        // status), so the worker's context holds the conversation as it was before this turn.
+        conversation_id: request.conversation.clone(),
         response: response_json.clone(),
         input: input_items(body.get("input")),
         request: Some(body),

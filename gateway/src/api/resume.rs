@@ -1,10 +1,18 @@
 //! `GET /v1/responses/{id}?stream=true&starting_after=N`: the stored events of a response after
 //! sequence number `N` (all of them without it), then, while the response is still running,
-//! its new events as its worker stores them, until the final one. Events go out exactly as they
-//! were first sent (same `sequence_number`s), as SSE frames ending with `data: [DONE]`.
+//! its new events as they are stored, until the final one. Events go out exactly as they were
+//! first sent (same `sequence_number`s), as SSE frames ending with `data: [DONE]`.
+//!
+//! Two kinds of response store their events while running: background responses (their worker
+//! writes them) and `stream: true, store: true` responses while they stream to their first
+//! client (`engine::recorder` writes them in batches). A stored response that never streamed has
+//! nothing to replay (400).
 //!
 //! Following is polling the store (every `background.poll_interval_ms`), so it works on any
-//! replica, whichever replica's worker runs the response.
+//! replica, whichever replica runs the response. A background response is always ended by some
+//! replica (its lease expires when its worker dies); a non-background one is not when its gateway
+//! dies mid-stream, so following such a response gives up with an `error` event
+//! (`stream_stalled`) after `background.resume_idle_secs` without a new event.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -41,14 +49,16 @@ pub async fn stream(
             return Err(Error::invalid_request(
                 Some("stream"),
                 "invalid_request",
-                "This response has no stored events to stream; only background responses (and stored responses still running) can be streamed from GET.",
+                "This response has no stored events to stream: only background responses and responses created with `stream: true` and `store: true` can be streamed from GET.",
             ));
         }
     }
     let store = state.store.clone();
     let poll = state.background.poll_interval();
+    let idle_limit = state.background.resume_idle();
     let frames = async_stream::stream! {
         let mut after = starting_after;
+        let mut last_progress = tokio::time::Instant::now();
         'follow: loop {
             let events = match store.events_after(&access, &id, after, PAGE).await {
                 Ok(events) => events,
@@ -59,6 +69,9 @@ pub async fn stream(
                 }
             };
             let full_page = events.len() == PAGE;
+            if !events.is_empty() {
+                last_progress = tokio::time::Instant::now();
+            }
             for event in events {
                 after = Some(event.sequence_number);
                 let kind = event.event.get("type").and_then(Value::as_str).unwrap_or("").to_string();
@@ -80,7 +93,16 @@ pub async fn stream(
                         Err(_) => break 'follow,
                     }
                 }
-                Ok(Some(_)) => tokio::time::sleep(poll).await,
+                Ok(Some(current)) => {
+                    let background =
+                        current.response.get("background").and_then(Value::as_bool) == Some(true);
+                    if !background && last_progress.elapsed() >= idle_limit {
+                        tracing::warn!(response_id = %id, "a followed response stored no event for too long; giving up");
+                        yield Ok(stalled_frame(idle_limit, after));
+                        break 'follow;
+                    }
+                    tokio::time::sleep(poll).await;
+                }
                 Ok(None) => break 'follow, // deleted meanwhile
                 Err(error) => {
                     yield Ok(error_frame(&error, after));
@@ -117,6 +139,24 @@ fn error_frame(error: &Error, after: Option<u64>) -> Bytes {
     let event = serde_json::json!({
         "type": "error",
         "error": payload,
+        "sequence_number": after.map_or(0, |a| a + 1),
+    });
+    frame("error", &event)
+}
+
+/// An `error` event for a followed response that stopped storing events.
+fn stalled_frame(idle_limit: std::time::Duration, after: Option<u64>) -> Bytes {
+    let event = serde_json::json!({
+        "type": "error",
+        "error": {
+            "type": "server_error",
+            "code": "stream_stalled",
+            "message": format!(
+                "The response stored no new event for {} s; the gateway running it may have stopped. Its stored status may stay in_progress.",
+                idle_limit.as_secs_f64()
+            ),
+            "param": null,
+        },
         "sequence_number": after.map_or(0, |a| a + 1),
     });
     frame("error", &event)

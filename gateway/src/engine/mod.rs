@@ -6,9 +6,13 @@
 //! 1. before the backend accepted the request: an [`Error`] (the client gets an HTTP status);
 //! 2. backend accepted, no output yet: an `error` event (the response does not exist yet);
 //! 3. after `response.created`: `response.failed` with the response so far.
+//!
+//! Layout: `mod.rs` the turn and its storage; [`builder`] events into a Response; [`context`]
+//! what a request continues; [`recorder`] a stored stream's record and events while it runs.
 
 pub mod builder;
 pub mod context;
+pub mod recorder;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,20 +26,29 @@ use crate::ids::{new_id, unix_now};
 use crate::metrics::Metrics;
 use crate::openresponses::events::{ErrorPayload, StreamEvent};
 use crate::openresponses::request::CreateResponse;
-use crate::openresponses::response::ResponseObject;
+use crate::openresponses::response::{ResponseObject, ResponseStatus};
 use crate::provider::{Route, Router};
 use crate::store::{Access, NewResponse, Owner, Store};
 use builder::ResponseBuilder;
+use recorder::{EventBatching, Recorder};
 
 pub struct Engine {
     router: Router,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    /// How a stored stream writes its events ([`recorder`]).
+    event_batching: EventBatching,
 }
 
 impl Engine {
     pub fn new(router: Router, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
-        Self { router, metrics, store }
+        Self { router, metrics, store, event_batching: EventBatching::default() }
+    }
+
+    /// Sets how stored streams batch their event writes (default: [`EventBatching::default`]).
+    pub fn with_event_batching(mut self, event_batching: EventBatching) -> Self {
+        self.event_batching = event_batching;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -97,7 +110,9 @@ impl Engine {
 
     /// [`Engine::create`] for `stream: true`: the final event (`response.completed`,
     /// `.incomplete`, `.failed`) leaves only once the response is stored; if the write fails, an
-    /// `error` event takes its place.
+    /// `error` event takes its place. With `store: true` the response is also stored as
+    /// `in_progress` when it starts and its events as they go (see [`recorder`]: batching, and
+    /// what a client disconnect does).
     pub async fn create_stream(
         self: &Arc<Self>,
         principal: &Principal,
@@ -113,22 +128,75 @@ impl Engine {
         let mut own_input = Some(resolved.own_input);
         Ok(async_stream::stream! {
             futures::pin_mut!(events);
-            while let Some(event) = events.next().await {
-                let last = match &event {
+            if !store {
+                while let Some(event) = events.next().await {
+                    yield event;
+                }
+                return;
+            }
+            let mut recorder =
+                Recorder::new(engine.store.clone(), Owner::of(&principal), engine.event_batching);
+            loop {
+                let next = match recorder.flush_deadline() {
+                    Some(due) => match tokio::time::timeout_at(due, events.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let _ = recorder.flush().await;
+                            continue;
+                        }
+                    },
+                    None => events.next().await,
+                };
+                let Some(event) = next else { break };
+                match &event {
+                    StreamEvent::Created { response } => {
+                        let record = engine.stored_form(
+                            &principal,
+                            response,
+                            ResponseStatus::InProgress,
+                            own_input.clone().unwrap_or_default(),
+                            conversation.clone(),
+                        );
+                        let started = match record {
+                            Ok(record) => recorder.start(record).await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = started {
+                            tracing::error!(%error, id = %response.id, "storing a starting response failed");
+                            yield StreamEvent::Error { error: error_payload(&error) };
+                            return;
+                        }
+                        recorder.record(&event);
+                        yield event;
+                    }
                     StreamEvent::Completed { response }
                     | StreamEvent::Incomplete { response }
-                    | StreamEvent::Failed { response } => Some(response),
-                    _ => None,
-                };
-                if store && let Some(response) = last {
-                    let input = own_input.take().unwrap_or_default();
-                    if let Err(error) = engine.save(&principal, response, input, conversation.clone()).await {
-                        tracing::error!(%error, id = %response.id, "storing a streamed response failed");
-                        yield StreamEvent::Error { error: error_payload(&error) };
+                    | StreamEvent::Failed { response } => {
+                        recorder.record(&event);
+                        let input = own_input.take().unwrap_or_default();
+                        let saved = match recorder.flush().await {
+                            Ok(()) => engine.save(&principal, response, input, conversation.clone()).await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = saved {
+                            tracing::error!(%error, id = %response.id, "storing a streamed response failed");
+                            let error_event = StreamEvent::Error { error: error_payload(&error) };
+                            recorder.final_write_failed(&error_event, error.code(), error.to_string());
+                            yield error_event;
+                            return;
+                        }
+                        recorder.settle();
+                        yield event;
                         return;
                     }
+                    _ => {
+                        recorder.record(&event);
+                        yield event;
+                        if recorder.batch_full() {
+                            let _ = recorder.flush().await;
+                        }
+                    }
                 }
-                yield event;
             }
         })
     }
@@ -141,20 +209,34 @@ impl Engine {
         own_input: Vec<serde_json::Value>,
         conversation: Option<String>,
     ) -> Result<()> {
-        let json = serde_json::to_value(response)
+        let record =
+            self.stored_form(principal, response, response.status, own_input, conversation)?;
+        self.store.save_response(&record).await
+    }
+
+    /// The stored form of `response` with `status`.
+    fn stored_form(
+        &self,
+        principal: &Principal,
+        response: &ResponseObject,
+        status: ResponseStatus,
+        own_input: Vec<serde_json::Value>,
+        conversation: Option<String>,
+    ) -> Result<NewResponse> {
+        let mut json = serde_json::to_value(response)
             .map_err(|e| Error::Internal(format!("encoding a response failed: {e}")))?;
-        let record = NewResponse {
+        json["status"] = serde_json::json!(status);
+        Ok(NewResponse {
             id: response.id.clone(),
             owner: Owner::of(principal),
             created_at: response.created_at,
-            status: response.status,
+            status,
             previous_response_id: response.previous_response_id.clone(),
             conversation_id: conversation,
             response: json,
             input: own_input,
             request: None,
-        };
-        self.store.save_response(&record).await
+        })
     }
 
     /// A whole response, for `stream: false`, from `request.input` exactly as given: nothing is

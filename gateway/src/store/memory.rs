@@ -168,14 +168,11 @@ impl Store for MemoryStore {
                         events,
                     },
                 );
-                if let Some(conversation) = &response.conversation_id {
-                    if first_save {
-                        state.append_to_conversation(conversation, &response.input);
-                    }
-                    if is_terminal(response.status) {
-                        state
-                            .append_to_conversation(conversation, output_items(&response.response));
-                    }
+                if let Some(conversation) = &response.conversation_id
+                    && is_terminal(response.status)
+                {
+                    state.append_to_conversation(conversation, &response.input);
+                    state.append_to_conversation(conversation, output_items(&response.response));
                 }
                 Ok(())
             })
@@ -201,6 +198,8 @@ impl Store for MemoryStore {
                     entry.worker = None;
                     entry.lease_expires_at = None;
                     if let Some(conversation) = conversation {
+                        let input = entry.input.clone();
+                        state.append_to_conversation(&conversation, &input);
                         state.append_to_conversation(&conversation, output_items(response));
                     }
                 }

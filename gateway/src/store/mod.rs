@@ -185,16 +185,18 @@ pub trait Store: Send + Sync + 'static {
     // === responses ===
 
     /// Writes a response with its input items and the items of its `output`, replacing any
-    /// stored response with the same id and owner. When `conversation_id` is set, the input items
-    /// join that conversation now (on the first save only) and the output items once the status
-    /// is terminal (`completed`, `incomplete`, `failed`, `cancelled`). A `queued` response is
-    /// what [`Store::claim_queued`] hands out; `request` must then be set.
+    /// stored response with the same id and owner. When `conversation_id` is set, the turn joins
+    /// that conversation whole (input items, then output items) once the status is terminal
+    /// (`completed`, `incomplete`, `failed`, `cancelled`), here or through
+    /// [`Store::update_response`]; a `queued` or `in_progress` save adds nothing to it yet. A
+    /// `queued` response is what [`Store::claim_queued`] hands out; `request` must then be set.
     fn save_response<'a>(&'a self, response: &'a NewResponse) -> BoxFuture<'a, Result<()>>;
 
     /// Replaces the Response object and status of a stored response (a worker's progress, or its
     /// end). Output items are rewritten from `response.output`; a terminal status releases the
-    /// lease and appends the output to the response's conversation. Returns `false` when no
-    /// such response is visible to `access`.
+    /// lease and appends the stored input, then the output, to the response's conversation
+    /// (items already in it are skipped). Returns `false` when no such response is visible to
+    /// `access`.
     fn update_response<'a>(
         &'a self,
         access: &'a Access,

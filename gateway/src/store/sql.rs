@@ -336,14 +336,10 @@ impl Store for SqlStore {
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
-                if let Some(conversation) = &response.conversation_id {
-                    let mut joining: Vec<&Value> = Vec::new();
-                    if inserted {
-                        joining.extend(response.input.iter());
-                    }
-                    if is_terminal(response.status) {
-                        joining.extend(outputs.iter());
-                    }
+                if let Some(conversation) = &response.conversation_id
+                    && is_terminal(response.status)
+                {
+                    let joining: Vec<&Value> = response.input.iter().chain(outputs).collect();
                     if !joining.is_empty() {
                         let mut insert = QueryBuilder::new(
                             "INSERT INTO conversation_items (conversation_id, id, tenant, owner, created_at, data) ",
@@ -421,17 +417,33 @@ impl Store for SqlStore {
                             .push_bind(to_json(item));
                     });
                     insert.build().execute(&mut *tx).await?;
-                    if terminal && let Some(conversation) = &conversation {
+                }
+                if terminal && let Some(conversation) = &conversation {
+                    // The turn joins its conversation whole: its input, then its output.
+                    let input_rows = sqlx::query(
+                        "SELECT id, data FROM response_items WHERE response_id = $1 AND kind = 'input' ORDER BY position",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut joining: Vec<(String, String)> = Vec::new();
+                    for row in &input_rows {
+                        joining.push((row.try_get("id")?, row.try_get("data")?));
+                    }
+                    joining.extend(
+                        outputs.iter().map(|item| (item_id(item).to_string(), to_json(item))),
+                    );
+                    if !joining.is_empty() {
                         let mut insert = QueryBuilder::new(
                             "INSERT INTO conversation_items (conversation_id, id, tenant, owner, created_at, data) ",
                         );
-                        insert.push_values(outputs, |mut row, item| {
+                        insert.push_values(&joining, |mut row, (item_id, data)| {
                             row.push_bind(conversation)
-                                .push_bind(item_id(item))
+                                .push_bind(item_id)
                                 .push_bind(&tenant)
                                 .push_bind(&owner)
                                 .push_bind(now)
-                                .push_bind(to_json(item));
+                                .push_bind(data);
                         });
                         insert.push(" ON CONFLICT (conversation_id, id) DO NOTHING");
                         insert.build().execute(&mut *tx).await?;

@@ -52,6 +52,15 @@ pub struct BackgroundSettings {
     pub max_attempts: u32,
     /// How long `POST /v1/responses/{id}/cancel` waits for the worker to stop before answering.
     pub cancel_wait_secs: f64,
+    /// A stored stream (`stream: true, store: true`, not background) writes its events in
+    /// batches of at most this many ...
+    pub event_batch: usize,
+    /// ... or once the oldest unwritten event has waited this long (a resumed stream lags the
+    /// first client by up to this plus `poll_interval_ms`).
+    pub event_flush_ms: u64,
+    /// A resumed stream of a non-background response that gets no new event for this long ends
+    /// with an `error` event (its gateway probably died mid-stream; nothing will end it).
+    pub resume_idle_secs: f64,
 }
 
 impl Default for BackgroundSettings {
@@ -63,6 +72,9 @@ impl Default for BackgroundSettings {
             poll_interval_ms: 200,
             max_attempts: 2,
             cancel_wait_secs: 10.0,
+            event_batch: 32,
+            event_flush_ms: 50,
+            resume_idle_secs: 300.0,
         }
     }
 }
@@ -87,12 +99,36 @@ impl BackgroundSettings {
         if self.max_attempts == 0 {
             errors.push("background.max_attempts: must be at least 1".to_string());
         }
+        if self.event_batch == 0 {
+            errors.push("background.event_batch: must be at least 1".to_string());
+        }
+        if self.event_flush_ms == 0 {
+            errors.push("background.event_flush_ms: must be at least 1".to_string());
+        }
+        if !positive(self.resume_idle_secs) {
+            errors.push(format!(
+                "background.resume_idle_secs: must be positive, got {}",
+                self.resume_idle_secs
+            ));
+        }
         if !(self.cancel_wait_secs.is_finite() && self.cancel_wait_secs >= 0.0) {
             errors.push(format!(
                 "background.cancel_wait_secs: must be a non-negative number, got {}",
                 self.cancel_wait_secs
             ));
         }
+    }
+
+    /// How stored streams batch their event writes.
+    pub fn event_batching(&self) -> crate::engine::recorder::EventBatching {
+        crate::engine::recorder::EventBatching {
+            max_events: self.event_batch,
+            max_delay: Duration::from_millis(self.event_flush_ms),
+        }
+    }
+
+    pub fn resume_idle(&self) -> Duration {
+        Duration::from_secs_f64(self.resume_idle_secs)
     }
 
     pub fn lease(&self) -> Duration {

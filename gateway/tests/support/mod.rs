@@ -231,7 +231,7 @@ pub fn assert_error_envelope(value: &Value, status: u16, code: &str) {
     assert_valid("Error", error);
 }
 
-fn event_component(kind: &str) -> &'static str {
+pub fn event_component(kind: &str) -> &'static str {
     match kind {
         "response.created" => "ResponseCreatedStreamingEvent",
         "response.queued" => "ResponseQueuedStreamingEvent",
