@@ -143,6 +143,8 @@ impl Recorder {
         }
         if let Err(error) = self.store.append_events(&self.owner, id, &self.pending).await {
             tracing::warn!(%error, response_id = %id, pending = self.pending.len(), "writing stream events failed; retrying with the next batch");
+            // The next try is a whole delay away, not at once again.
+            self.oldest_pending = Some(Instant::now());
             return Err(error);
         }
         self.pending.clear();
