@@ -41,6 +41,27 @@ pub struct RawConfig {
     pub background: crate::worker::BackgroundSettings,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace_period_secs: f64,
+    /// Server-side tools (`code_interpreter`) and the tool loop.
+    #[serde(skip_serializing)]
+    pub tools: RawTools,
+}
+
+/// The `tools` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTools {
+    /// Model calls per response in the tool loop; a model still calling server-side tools after
+    /// this many turns ends the response `incomplete` (`max_tool_turns`).
+    pub max_turns: u32,
+    /// Where code_interpreter sandboxes come from; unset: requests with a `code_interpreter`
+    /// tool are refused (400).
+    pub code_interpreter: Option<crate::tools::code_interpreter::config::CodeInterpreterConfig>,
+}
+
+impl Default for RawTools {
+    fn default() -> Self {
+        Self { max_turns: 10, code_interpreter: None }
+    }
 }
 
 impl Default for RawConfig {
@@ -59,6 +80,7 @@ impl Default for RawConfig {
             websocket: Default::default(),
             background: Default::default(),
             shutdown_grace_period_secs: 30.0,
+            tools: RawTools::default(),
         }
     }
 }
@@ -184,6 +206,7 @@ pub struct Config {
     pub websocket: crate::api::websocket::WebSocketSettings,
     pub background: crate::worker::BackgroundSettings,
     pub shutdown_grace_period: Duration,
+    pub tools: RawTools,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +308,14 @@ impl RawConfig {
                 retry_backoff: secs("retry_backoff_secs", t.retry_backoff_secs),
             });
         }
+        if self.tools.max_turns == 0 {
+            errors.push("tools.max_turns: must be at least 1".to_string());
+        }
+        if let Some(ci) = &self.tools.code_interpreter
+            && let Err(e) = ci.validate()
+        {
+            errors.push(e);
+        }
         let mut models = Vec::new();
         for (i, model) in self.models.iter().enumerate() {
             if model.name.is_empty() {
@@ -368,6 +399,7 @@ impl RawConfig {
             websocket: self.websocket,
             background: self.background,
             shutdown_grace_period: Duration::from_secs_f64(self.shutdown_grace_period_secs),
+            tools: self.tools,
         })
     }
 }

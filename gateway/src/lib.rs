@@ -81,6 +81,10 @@ pub fn build_with_store(
 pub struct App {
     pub router: axum::Router,
     pub workers: Arc<worker::Workers>,
+    /// Cancelled at shutdown: the code interpreter's reaper ends every container (sessions
+    /// deleted, claims released) and `reaper` finishes.
+    pub tools_shutdown: tokio_util::sync::CancellationToken,
+    pub reaper: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// [`build_with_store`], keeping the handle on the background workers (started here, on the
@@ -106,9 +110,22 @@ pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, E
         );
     }
     let metrics = Arc::new(metrics::Metrics::new());
+    let code_interpreter = match &config.tools.code_interpreter {
+        Some(ci) => Some(Arc::new(tools::code_interpreter::CodeInterpreter::from_config(ci)?)),
+        None => None,
+    };
+    let tools_shutdown = tokio_util::sync::CancellationToken::new();
+    let reaper = code_interpreter.clone().map(|ci| {
+        let shutdown = tools_shutdown.clone();
+        tokio::spawn(async move { ci.run_reaper(shutdown.cancelled_owned()).await })
+    });
     let engine = Arc::new(
         engine::Engine::new(router, metrics.clone(), store.clone())
-            .with_event_batching(config.background.event_batching()),
+            .with_event_batching(config.background.event_batching())
+            .with_tools(engine::tool_loop::ServerTools {
+                code_interpreter,
+                max_turns: config.tools.max_turns,
+            }),
     );
     let workers =
         Arc::new(worker::Workers::start(store.clone(), engine.clone(), config.background.clone()));
@@ -122,7 +139,7 @@ pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, E
         websocket: config.websocket.clone(),
         auth: Arc::new(auth::Auth::new(&config.auth)?),
     });
-    Ok(App { router, workers })
+    Ok(App { router, workers, tools_shutdown, reaper })
 }
 
 /// [`serve`] for an [`App`]: when `shutdown` resolves, the background workers stop claiming and
@@ -136,11 +153,16 @@ pub async fn serve_app(
     use futures::FutureExt;
     let shutdown = shutdown.boxed().shared();
     let workers = app.workers.clone();
+    let (tools_shutdown, reaper) = (app.tools_shutdown.clone(), app.reaper);
     let drain = {
         let shutdown = shutdown.clone();
         async move {
             shutdown.await;
             workers.drain(grace).await;
+            tools_shutdown.cancel();
+            if let Some(reaper) = reaper {
+                let _ = tokio::time::timeout(grace, reaper).await;
+            }
         }
     };
     let (served, ()) = tokio::join!(serve(listener, app.router, shutdown, grace), drain);

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// Backend failures by backend and kind (`timeout`, `rate_limited`, `rejected`, `failed`).
     pub backend_errors: IntCounterVec,
+    /// Server-side tool calls by tool and result (`ok` or the failure's code).
+    pub tool_calls: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -55,16 +57,30 @@ impl Metrics {
             &["backend", "kind"],
         )
         .expect("valid metric");
+        let tool_calls = IntCounterVec::new(
+            Opts::new("tool_calls_total", "Server-side tool calls by tool and result."),
+            &["tool", "result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(time_to_first_token.clone()),
             Box::new(tokens.clone()),
             Box::new(backend_errors.clone()),
+            Box::new(tool_calls.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, requests, request_duration, time_to_first_token, tokens, backend_errors }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            time_to_first_token,
+            tokens,
+            backend_errors,
+            tool_calls,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -2,14 +2,9 @@
 //! real mTLS with dev-CA SVIDs), without a pool manager (`with_static_agent`): outputs, state,
 //! images, typed failures, identity refusals, ownership and idle expiry.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use antwort_common::identity::dev_ca::DevCa;
-use antwort_common::identity::{PeerPolicy, PeerRule, SharedSource, StaticSource};
-use antwort_common::pool_api::Claim;
+use antwort_common::identity::{PeerPolicy, PeerRule};
 use antwort_gateway::openresponses::code_interpreter::{CallOutput, CallStatus, Naming};
 use antwort_gateway::tools::code_interpreter::CodeInterpreter;
 use antwort_gateway::tools::code_interpreter::config::Limits;
@@ -19,134 +14,18 @@ use antwort_gateway::tools::{
 };
 use tokio_util::sync::CancellationToken;
 
-const TRUST_DOMAIN: &str = "antwort.test";
-const AGENT_ID: &str = "spiffe://antwort.test/ns/sandboxes/sa/sandbox-agent";
-const GATEWAY_ID: &str = "spiffe://antwort.test/ns/antwort/sa/gateway";
-const PATIENCE: Duration = Duration::from_secs(120);
+mod support;
 
-/// The agent binary: `ANTWORT_SANDBOX_AGENT_BIN`, else built with the cargo running the tests
-/// into this test's target folder (a no-op after `cargo nextest run --workspace`).
-fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ANTWORT_SANDBOX_AGENT_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("profile folder");
-    let target_dir = profile_dir.parent().expect("target folder");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--quiet", "-p", "antwort-sandbox-agent", "--bin", "antwort-sandbox-agent"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        command.arg("--release");
-    }
-    assert!(command.status().expect("cargo build").success(), "building the agent failed");
-    profile_dir.join("antwort-sandbox-agent")
-}
+use support::agent::{AGENT_ID, Agent, GATEWAY_ID, PATIENCE, TRUST_DOMAIN};
 
-/// A real agent process; killed on drop.
-struct Agent {
-    child: std::process::Child,
-    api: String,
-    ca: DevCa,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    async fn start() -> Agent {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = DevCa::new(TRUST_DOMAIN).expect("ca");
-        ca.write_svid(AGENT_ID, &dir.path().join("svid")).expect("svid");
-        let uid = 45_000 + std::process::id() % 5_000;
-        let yaml = format!(
-            "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  allowed_callers: [\"{GATEWAY_ID}\"]\n\
-             identity:\n  source: files\n  dir: {}\n\
-             workspace:\n  root: {}\n\
-             sandbox:\n  uid: {uid}\n  gid: {uid}\n\
-             limits:\n  memory_bytes: 536870912\n  address_space_bytes: 2147483648\n  max_output_bytes: 1048576\n",
-            dir.path().join("svid").display(),
-            dir.path().join("workspace").display()
-        );
-        let file = dir.path().join("agent.yaml");
-        std::fs::write(&file, yaml).expect("config");
-        let mut child = Command::new(agent_binary())
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn agent");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut api, mut admin) = (None, None);
-        let deadline = Instant::now() + PATIENCE;
-        while api.is_none() || admin.is_none() {
-            let line = rx.recv_timeout(deadline - Instant::now()).expect("listening lines");
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .map(|a| a.split_whitespace().next().unwrap_or("").trim_matches('"').to_string());
-            if line.contains("API (mTLS) listening") {
-                api = addr;
-            } else if line.contains("admin (HTTP) listening") {
-                admin = addr;
-            }
-        }
-        let admin = admin.expect("admin");
-        let plain = reqwest::Client::new();
-        loop {
-            if let Ok(r) = plain.get(format!("http://{admin}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "agent not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Agent { child, api: format!("https://{}", api.expect("api")), ca, _dir: dir }
-    }
-
-    fn claim(&self, agent_id: &str) -> Claim {
-        Claim {
-            claim_id: "static".into(),
-            pool: "python".into(),
-            agent_endpoint: self.api.clone(),
-            agent_spiffe_id: agent_id.into(),
-            expires_at: u64::MAX,
-            reused: false,
-        }
-    }
-
-    fn source(&self, id: &str) -> SharedSource {
-        StaticSource::new(self.ca.mint(id).expect("mint").identity().expect("identity"))
-    }
-
-    fn interpreter(&self, limits: Limits) -> CodeInterpreter {
-        CodeInterpreter::with_static_agent(
-            self.source(GATEWAY_ID),
-            self.claim(AGENT_ID),
-            PeerPolicy::new([PeerRule::prefix(TRUST_DOMAIN, "/ns/sandboxes/").expect("rule")]),
-            limits,
-            Naming::Openai,
-        )
-    }
+fn interpreter(agent: &Agent, limits: Limits) -> CodeInterpreter {
+    CodeInterpreter::with_static_agent(
+        agent.source(GATEWAY_ID),
+        agent.claim(AGENT_ID),
+        PeerPolicy::new([PeerRule::prefix(TRUST_DOMAIN, "/ns/sandboxes/").expect("rule")]),
+        limits,
+        Naming::Openai,
+    )
 }
 
 fn owner(user: &str) -> Owner {
@@ -188,7 +67,7 @@ fn logs(outcome: &ToolOutcome) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_code_keeps_state_and_returns_images_and_files() {
     let agent = Agent::start().await;
-    let ci = agent.interpreter(Limits::default());
+    let ci = interpreter(&agent, Limits::default());
     let alice = ctx("alice", ContainerBinding::Auto { current: None });
 
     let first = run(&ci, &alice, "print(1)\nx = 41").await;
@@ -257,7 +136,7 @@ async fn failures_are_typed() {
     let agent = Agent::start().await;
     let limits =
         Limits { exec_timeout: Duration::from_secs(2), max_logs_bytes: 1000, ..Limits::default() };
-    let ci = agent.interpreter(limits);
+    let ci = interpreter(&agent, limits);
     let c = ctx("alice", ContainerBinding::Auto { current: None });
     let first = run(&ci, &c, "y = 5").await;
     let c = ctx("alice", ContainerBinding::Auto { current: first.container_id.clone() });
@@ -282,7 +161,7 @@ async fn failures_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_interrupts_the_running_code() {
     let agent = Agent::start().await;
-    let ci = agent.interpreter(Limits::default());
+    let ci = interpreter(&agent, Limits::default());
     let c = ctx("alice", ContainerBinding::Auto { current: None });
     let first = run(&ci, &c, "n = 0").await;
     let c = ctx("alice", ContainerBinding::Auto { current: first.container_id.clone() });
@@ -343,8 +222,10 @@ async fn identity_is_checked_and_a_dead_agent_is_unavailable() {
     assert!(matches!(out.failure, Some(ToolFailure::SandboxUnavailable { .. })), "{out:?}");
 
     // Agent down: a live container's next call is sandbox_unavailable, not a hang or a panic.
-    let ci =
-        agent.interpreter(Limits { request_timeout: Duration::from_secs(5), ..Limits::default() });
+    let ci = interpreter(
+        &agent,
+        Limits { request_timeout: Duration::from_secs(5), ..Limits::default() },
+    );
     let c = ctx("a", ContainerBinding::Auto { current: None });
     let ok = run(&ci, &c, "1").await;
     assert_eq!(ok.failure, None, "{ok:?}");
@@ -358,7 +239,7 @@ async fn identity_is_checked_and_a_dead_agent_is_unavailable() {
 async fn idle_containers_expire_and_end_their_session() {
     let agent = Agent::start().await;
     let limits = Limits { idle_timeout: Duration::from_millis(500), ..Limits::default() };
-    let ci = agent.interpreter(limits);
+    let ci = interpreter(&agent, limits);
     let c = ctx("alice", ContainerBinding::Auto { current: None });
     let first = run(&ci, &c, "z = 1").await;
     let id = first.container_id.clone().expect("container");

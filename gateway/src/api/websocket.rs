@@ -29,8 +29,8 @@ use super::AppState;
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::openresponses::events::{Sequenced, StreamEvent};
-use crate::openresponses::request::{ContentPart, CreateResponse, InputItem, Role};
-use crate::openresponses::response::{OutputContent, OutputItem, ResponseObject};
+use crate::openresponses::request::{CreateResponse, InputItem};
+use crate::openresponses::response::{OutputItem, ResponseObject};
 
 /// `response.create` messages that may wait while a response runs; more is an error frame.
 const MAX_PENDING: usize = 16;
@@ -273,7 +273,7 @@ impl Connection {
         let stored = response.store;
         let context = match context {
             Some(mut context) if !stored => {
-                context.extend(response.output.iter().filter_map(output_as_input));
+                context.extend(response.output.iter().filter_map(OutputItem::as_input));
                 context
             }
             _ => Vec::new(),
@@ -365,45 +365,6 @@ fn check_call_outputs(input: &[InputItem], previous_calls: &HashSet<String>) -> 
         }
     }
     Ok(())
-}
-
-/// An output item as input for the next turn.
-fn output_as_input(item: &OutputItem) -> Option<InputItem> {
-    match item {
-        OutputItem::Message { content, .. } => {
-            let content: Vec<ContentPart> = content
-                .iter()
-                .filter_map(|part| match part {
-                    OutputContent::OutputText { text, .. } => Some(ContentPart::Text(text.clone())),
-                    OutputContent::Refusal { refusal } => {
-                        Some(ContentPart::Refusal(refusal.clone()))
-                    }
-                    OutputContent::ReasoningText { .. } => None,
-                })
-                .collect();
-            Some(InputItem::Message { role: Role::Assistant, content })
-        }
-        OutputItem::FunctionCall { call_id, name, arguments, .. } => {
-            Some(InputItem::FunctionCall {
-                call_id: call_id.clone(),
-                name: name.clone(),
-                arguments: arguments.clone(),
-            })
-        }
-        OutputItem::Reasoning { summary, content, .. } => Some(InputItem::Reasoning {
-            summary: summary
-                .iter()
-                .filter_map(|s| s.get("text").and_then(Value::as_str).map(str::to_string))
-                .collect(),
-            content: content
-                .iter()
-                .filter_map(|c| match c {
-                    OutputContent::ReasoningText { text } => Some(text.clone()),
-                    _ => None,
-                })
-                .collect(),
-        }),
-    }
 }
 
 fn set_previous(event: &mut StreamEvent, previous_id: &str) {

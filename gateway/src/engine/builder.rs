@@ -10,15 +10,23 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use crate::error::Error;
 use crate::ids::{new_id, unix_now};
-use crate::openresponses::events::StreamEvent;
-use crate::openresponses::request::{CreateResponse, ToolChoice, ToolChoiceMode};
+use crate::openresponses::code_interpreter::{
+    CallStatus, CodeInterpreterCall, CodeInterpreterEvent, ContainerFileCitation, Naming,
+    PYTHON_TOOL_NAME, code_from_arguments,
+};
+use crate::openresponses::events::{NamedCodeInterpreterEvent, StreamEvent};
+use crate::openresponses::request::{CreateResponse, Include, ToolChoice, ToolChoiceMode};
 use crate::openresponses::response::{
-    IncompleteDetails, ItemStatus, LogProb, OutputContent, OutputItem, ResponseError,
-    ResponseObject, ResponseStatus, SuppressedToolCall, Usage,
+    CodeInterpreterItem, IncompleteDetails, InputTokensDetails, ItemStatus, LogProb, OutputContent,
+    OutputItem, OutputTokensDetails, ResponseError, ResponseObject, ResponseStatus,
+    SuppressedToolCall, Usage,
 };
 use crate::provider::{FinishReason, ModelEvent};
+use crate::tools::ContainerFile;
 
 pub struct ResponseBuilder {
     response: ResponseObject,
@@ -30,6 +38,46 @@ pub struct ResponseBuilder {
     finish: Option<FinishReason>,
     /// `None` when the client did not ask for a stream: no events are built at all.
     events: Option<Vec<StreamEvent>>,
+    /// How server-side (code_interpreter) items and events are shaped.
+    server: ServerTools,
+    /// Calls of server-side tools closed this turn, waiting for the engine to run them.
+    pending: Vec<ServerCall>,
+    /// Files written by tool calls, not yet cited by an answer's text.
+    uncited_files: Vec<ContainerFile>,
+    /// Usage of the tool loop's earlier turns.
+    usage_before: Usage,
+}
+
+/// The server-side tools of a request and how their items go on the wire.
+struct ServerTools {
+    /// Function names the model calls for them (`python`).
+    names: Vec<&'static str>,
+    naming: Naming,
+    include_outputs: bool,
+    /// The container new `code_interpreter_call` items name until a call reports its own.
+    container_id: String,
+}
+
+/// A model's call of a server-side tool, ready to run: the item is announced, its code is
+/// done, and it waits for [`ResponseBuilder::interpreting`] and [`ResponseBuilder::complete_call`].
+#[derive(Debug, Clone)]
+pub struct ServerCall {
+    pub output_index: usize,
+    /// The output item's id (`ci_...`).
+    pub item_id: String,
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// How one model turn ended.
+#[derive(Debug)]
+pub struct TurnEnd {
+    /// Server-side calls to run before the next turn (empty: the model answered).
+    pub server_calls: Vec<ServerCall>,
+    /// Whether the model also called client functions (the response then goes back to the
+    /// client once the server calls ran).
+    pub client_calls: bool,
 }
 
 struct OpenItem {
@@ -68,6 +116,8 @@ struct ToolCallState {
     /// Where the call sits in `output`; `None` while undecided or when suppressed.
     output_index: Option<usize>,
     suppressed: bool,
+    /// A call of a server-side tool (a `code_interpreter_call` item, not a `function_call`).
+    server: bool,
 }
 
 struct ToolPolicy {
@@ -79,9 +129,22 @@ struct ToolPolicy {
 }
 
 impl ResponseBuilder {
-    pub fn new(response: ResponseObject, request: &CreateResponse, streaming: bool) -> Self {
+    /// `naming` shapes server-side tool items and events (config `tools.naming`).
+    pub fn new(
+        response: ResponseObject,
+        request: &CreateResponse,
+        streaming: bool,
+        naming: Naming,
+    ) -> Self {
+        let names: Vec<&'static str> =
+            request.code_interpreter.iter().map(|_| PYTHON_TOOL_NAME).collect();
         let policy = ToolPolicy {
-            declared: request.tools.iter().map(|t| t.name.clone()).collect(),
+            declared: request
+                .tools
+                .iter()
+                .map(|t| t.name.clone())
+                .chain(names.iter().map(|n| n.to_string()))
+                .collect(),
             allowed: match &request.tool_choice {
                 ToolChoice::AllowedTools { names, .. } => Some(names.clone()),
                 _ => None,
@@ -102,7 +165,31 @@ impl ResponseBuilder {
             accepted_calls: 0,
             finish: None,
             events: streaming.then(Vec::new),
+            server: ServerTools {
+                names,
+                naming,
+                include_outputs: request.include.contains(&Include::CodeInterpreterCallOutputs),
+                container_id: String::new(),
+            },
+            pending: Vec::new(),
+            uncited_files: Vec::new(),
+            usage_before: Usage::default(),
         }
+    }
+
+    /// The container new `code_interpreter_call` items name (the chain's, once known).
+    pub fn set_container(&mut self, container_id: &str) {
+        self.server.container_id = container_id.to_string();
+    }
+
+    /// The response as built so far.
+    pub fn response(&self) -> &ResponseObject {
+        &self.response
+    }
+
+    fn emit_code_interpreter(&mut self, event: CodeInterpreterEvent) {
+        let naming = self.server.naming;
+        self.emit(StreamEvent::CodeInterpreter(NamedCodeInterpreterEvent { event, naming }));
     }
 
     /// `response.created` and `response.in_progress`: the response now exists for the client.
@@ -140,7 +227,24 @@ impl ResponseBuilder {
                 self.tool_call_delta(index, id, name, arguments)
             }
             ModelEvent::Finish(reason) => self.finish = Some(reason),
-            ModelEvent::Usage(usage) => self.response.usage = Some(usage),
+            // A backend may report a turn's usage more than once (running totals): the last
+            // report of a turn counts, added to the turns before it.
+            ModelEvent::Usage(usage) => {
+                let before = self.usage_before;
+                self.response.usage = Some(Usage {
+                    input_tokens: before.input_tokens + usage.input_tokens,
+                    output_tokens: before.output_tokens + usage.output_tokens,
+                    total_tokens: before.total_tokens + usage.total_tokens,
+                    input_tokens_details: InputTokensDetails {
+                        cached_tokens: before.input_tokens_details.cached_tokens
+                            + usage.input_tokens_details.cached_tokens,
+                    },
+                    output_tokens_details: OutputTokensDetails {
+                        reasoning_tokens: before.output_tokens_details.reasoning_tokens
+                            + usage.output_tokens_details.reasoning_tokens,
+                    },
+                });
+            }
         }
     }
 
@@ -235,7 +339,22 @@ impl ResponseBuilder {
         let Some(part) = open.part.take() else { return };
         let (item_id, output_index, content_index) =
             (open.id.clone(), open.output_index, open.part_index);
-        let content = part.content();
+        let mut content = part.content();
+        if part.kind == PartKind::Text && !self.uncited_files.is_empty() {
+            let citations = self.cite_files(&part.text);
+            for (annotation_index, annotation) in citations.iter().enumerate() {
+                self.emit(StreamEvent::OutputTextAnnotationAdded {
+                    item_id: item_id.clone(),
+                    output_index,
+                    content_index,
+                    annotation_index,
+                    annotation: annotation.clone(),
+                });
+            }
+            if let OutputContent::OutputText { annotations, .. } = &mut content {
+                *annotations = citations;
+            }
+        }
         if self.events.is_some() {
             let done = match part.kind {
                 PartKind::Text => StreamEvent::OutputTextDone {
@@ -269,7 +388,7 @@ impl ResponseBuilder {
         match &mut self.response.output[output_index] {
             OutputItem::Message { content: parts, .. }
             | OutputItem::Reasoning { content: parts, .. } => parts.push(content),
-            OutputItem::FunctionCall { .. } => {}
+            OutputItem::FunctionCall { .. } | OutputItem::CodeInterpreterCall(_) => {}
         }
     }
 
@@ -303,6 +422,7 @@ impl ResponseBuilder {
                     arguments: String::new(),
                     output_index: None,
                     suppressed: false,
+                    server: false,
                 },
             );
         }
@@ -328,6 +448,29 @@ impl ResponseBuilder {
             }
             self.accepted_calls += 1;
             let output_index = self.response.output.len();
+            if self.server.names.contains(&name.as_str()) {
+                // Its code streams as one delta once the arguments are complete: the code is
+                // a string inside JSON arguments, which arrive in arbitrary fragments.
+                let call = self.tool_calls.get_mut(&index).expect("present");
+                call.output_index = Some(output_index);
+                call.server = true;
+                call.id = new_id("ci");
+                let item_id = call.id.clone();
+                let item = self.code_interpreter_item(CodeInterpreterCall {
+                    id: item_id.clone(),
+                    status: CallStatus::InProgress,
+                    code: String::new(),
+                    container_id: self.server.container_id.clone(),
+                    outputs: Vec::new(),
+                });
+                self.response.output.push(item.clone());
+                self.emit(StreamEvent::OutputItemAdded { output_index, item });
+                self.emit_code_interpreter(CodeInterpreterEvent::InProgress {
+                    output_index,
+                    item_id,
+                });
+                return;
+            }
             let call = self.tool_calls.get_mut(&index).expect("present");
             call.output_index = Some(output_index);
             let item = OutputItem::FunctionCall {
@@ -349,7 +492,9 @@ impl ResponseBuilder {
             }
             return;
         }
-        if let (Some(output_index), false) = (call.output_index, arguments.is_empty()) {
+        if let (Some(output_index), false, false) =
+            (call.output_index, arguments.is_empty(), call.server)
+        {
             let item_id = call.id.clone();
             self.emit(StreamEvent::FunctionCallArgumentsDelta {
                 item_id,
@@ -380,10 +525,22 @@ impl ResponseBuilder {
         None
     }
 
+    fn code_interpreter_item(&self, call: CodeInterpreterCall) -> OutputItem {
+        OutputItem::CodeInterpreterCall(CodeInterpreterItem {
+            call,
+            naming: self.server.naming,
+            include_outputs: self.server.include_outputs,
+        })
+    }
+
     fn close_tool_calls(&mut self, status: ItemStatus) {
         let calls = std::mem::take(&mut self.tool_calls);
         for call in calls.into_values() {
             let Some(output_index) = call.output_index else { continue };
+            if call.server {
+                self.close_server_call(call, output_index, status);
+                continue;
+            }
             if let OutputItem::FunctionCall { arguments, status: s, .. } =
                 &mut self.response.output[output_index]
             {
@@ -398,6 +555,179 @@ impl ResponseBuilder {
             });
             self.emit(StreamEvent::OutputItemDone { output_index, item });
         }
+    }
+
+    /// A server call's arguments are complete: its code goes out (`code.delta`, `code.done`)
+    /// and it waits for the engine. A call cut off (`max_output_tokens`) does not run.
+    fn close_server_call(&mut self, call: ToolCallState, output_index: usize, status: ItemStatus) {
+        let code = code_from_arguments(&call.arguments).unwrap_or_else(|_| call.arguments.clone());
+        if let OutputItem::CodeInterpreterCall(item) = &mut self.response.output[output_index] {
+            item.call.code.clone_from(&code);
+        }
+        if !code.is_empty() {
+            self.emit_code_interpreter(CodeInterpreterEvent::CodeDelta {
+                output_index,
+                item_id: call.id.clone(),
+                delta: code.clone(),
+            });
+        }
+        self.emit_code_interpreter(CodeInterpreterEvent::CodeDone {
+            output_index,
+            item_id: call.id.clone(),
+            code,
+        });
+        if status == ItemStatus::Completed {
+            self.pending.push(ServerCall {
+                output_index,
+                item_id: call.id,
+                call_id: call.call_id,
+                name: call.name.unwrap_or_default(),
+                arguments: call.arguments,
+            });
+        } else {
+            self.set_call(output_index, |c| c.status = CallStatus::Incomplete);
+            let item = self.response.output[output_index].clone();
+            self.emit(StreamEvent::OutputItemDone { output_index, item });
+        }
+    }
+
+    fn set_call(&mut self, output_index: usize, change: impl FnOnce(&mut CodeInterpreterCall)) {
+        if let OutputItem::CodeInterpreterCall(item) = &mut self.response.output[output_index] {
+            change(&mut item.call);
+        }
+    }
+
+    /// Ends one model turn: closes its items and hands back the server calls to run. The
+    /// response stays open for the next turn (or [`ResponseBuilder::finish`]).
+    pub fn end_turn(&mut self) -> TurnEnd {
+        let item_status = match self.finish {
+            Some(FinishReason::Length | FinishReason::ContentFilter) => ItemStatus::Incomplete,
+            _ => ItemStatus::Completed,
+        };
+        self.close_open(item_status);
+        let client_calls = self.tool_calls.values().any(|c| !c.server && c.output_index.is_some());
+        self.close_tool_calls(item_status);
+        TurnEnd { server_calls: std::mem::take(&mut self.pending), client_calls }
+    }
+
+    /// Starts the next model turn: the previous turn's finish reason no longer applies.
+    pub fn next_turn(&mut self) {
+        self.finish = None;
+        self.usage_before = self.response.usage.unwrap_or_default();
+    }
+
+    /// The engine starts running `call`.
+    pub fn interpreting(&mut self, call: &ServerCall) {
+        self.set_call(call.output_index, |c| c.status = CallStatus::Interpreting);
+        self.emit_code_interpreter(CodeInterpreterEvent::Interpreting {
+            output_index: call.output_index,
+            item_id: call.item_id.clone(),
+        });
+    }
+
+    /// Live output of a running call (antwort extension event).
+    pub fn call_output(&mut self, call: &ServerCall, stream: &'static str, delta: String) {
+        self.emit_code_interpreter(CodeInterpreterEvent::OutputDelta {
+            output_index: call.output_index,
+            item_id: call.item_id.clone(),
+            stream,
+            delta,
+        });
+    }
+
+    /// `call` ran: its item becomes `done` with what the executor reported, and the files it
+    /// wrote wait to be cited by the answer.
+    pub fn complete_call(
+        &mut self,
+        call: &ServerCall,
+        result: CodeInterpreterCall,
+        files: Vec<ContainerFile>,
+    ) {
+        let output_index = call.output_index;
+        if !result.container_id.is_empty() {
+            self.server.container_id.clone_from(&result.container_id);
+        }
+        self.set_call(output_index, |c| *c = result);
+        for file in files {
+            self.uncited_files.retain(|f| f.file_id != file.file_id);
+            self.uncited_files.push(file);
+        }
+        self.emit_code_interpreter(CodeInterpreterEvent::Completed {
+            output_index,
+            item_id: call.item_id.clone(),
+        });
+        let item = self.response.output[output_index].clone();
+        self.emit(StreamEvent::OutputItemDone { output_index, item });
+    }
+
+    /// The output items from `from` on, as the model's input for its next turn; server calls
+    /// carry exactly what their executor told the model (`outputs_for_model`, by item id).
+    pub fn turn_input(
+        &self,
+        from: usize,
+        outputs_for_model: &BTreeMap<String, String>,
+    ) -> Vec<crate::openresponses::request::InputItem> {
+        use crate::openresponses::request::InputItem;
+        self.response.output[from..]
+            .iter()
+            .filter_map(|item| match item {
+                OutputItem::CodeInterpreterCall(item) => Some(InputItem::CodeInterpreterCall {
+                    id: item.call.id.clone(),
+                    code: item.call.code.clone(),
+                    container_id: item.call.container_id.clone(),
+                    output: outputs_for_model
+                        .get(&item.call.id)
+                        .cloned()
+                        .unwrap_or_else(|| item.call.as_input_output()),
+                }),
+                other => other.as_input(),
+            })
+            .collect()
+    }
+
+    /// Citations of the files tool calls wrote, for a text part of the answer: each cites the
+    /// span where the text names the file, or the end of the text.
+    fn cite_files(&mut self, text: &str) -> Vec<Value> {
+        let naming = self.server.naming;
+        std::mem::take(&mut self.uncited_files)
+            .into_iter()
+            .map(|file| {
+                let filename = file.path.rsplit('/').next().unwrap_or(&file.path).to_string();
+                let (start_index, end_index) = match text
+                    .find(&file.path)
+                    .map(|i| (i, file.path.len()))
+                    .or_else(|| text.find(&filename).map(|i| (i, filename.len())))
+                {
+                    Some((start, len)) => (start, start + len),
+                    None => (text.len(), text.len()),
+                };
+                ContainerFileCitation {
+                    container_id: file.container_id,
+                    file_id: file.file_id,
+                    filename,
+                    start_index,
+                    end_index,
+                }
+                .to_json(naming)
+            })
+            .collect()
+    }
+
+    /// The loop stopped at the turn limit with calls still wanted: `incomplete`.
+    /// `unrun` are the calls the model made in its last turn, which do not run.
+    pub fn finish_at_turn_limit(
+        mut self,
+        unrun: &[ServerCall],
+    ) -> (ResponseObject, Vec<StreamEvent>) {
+        self.close_open(ItemStatus::Completed);
+        self.close_tool_calls(ItemStatus::Completed);
+        for call in unrun.iter().chain(std::mem::take(&mut self.pending).iter()) {
+            self.set_call(call.output_index, |c| c.status = CallStatus::Incomplete);
+            let item = self.response.output[call.output_index].clone();
+            self.emit(StreamEvent::OutputItemDone { output_index: call.output_index, item });
+        }
+        self.finish = Some(FinishReason::Length);
+        self.finish_with(ResponseStatus::Incomplete, Some("max_tool_turns"))
     }
 
     /// The model is done: closes every item and sets the final status. Returns the response and,
@@ -416,6 +746,14 @@ impl ResponseBuilder {
             FinishReason::ContentFilter => (ResponseStatus::Incomplete, Some("content_filter")),
             _ => (ResponseStatus::Completed, None),
         };
+        self.finish_with(status, reason)
+    }
+
+    fn finish_with(
+        mut self,
+        status: ResponseStatus,
+        reason: Option<&'static str>,
+    ) -> (ResponseObject, Vec<StreamEvent>) {
         self.response.status = status;
         self.response.incomplete_details = reason.map(|reason| IncompleteDetails { reason });
         self.response.completed_at = (status == ResponseStatus::Completed).then(unix_now);
@@ -445,7 +783,7 @@ impl ResponseBuilder {
                     *status = ItemStatus::Incomplete;
                 }
                 OutputItem::Reasoning { content, .. } => content.push(part),
-                OutputItem::FunctionCall { .. } => {}
+                OutputItem::FunctionCall { .. } | OutputItem::CodeInterpreterCall(_) => {}
             }
         }
         for call in std::mem::take(&mut self.tool_calls).into_values() {
@@ -456,6 +794,13 @@ impl ResponseBuilder {
                 *arguments = call.arguments;
                 *status = ItemStatus::Incomplete;
             }
+        }
+        for i in 0..self.response.output.len() {
+            self.set_call(i, |c| {
+                if matches!(c.status, CallStatus::InProgress | CallStatus::Interpreting) {
+                    c.status = CallStatus::Incomplete;
+                }
+            });
         }
         self.response.status = ResponseStatus::Failed;
         self.response.error =

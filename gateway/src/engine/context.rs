@@ -146,6 +146,14 @@ pub fn stored_item(item: &InputItem) -> Value {
                 "status": "completed",
             })
         }
+        InputItem::CodeInterpreterCall { id, code, container_id, output } => json!({
+            "type": crate::openresponses::code_interpreter::Naming::Openai.item_type(),
+            "id": id,
+            "status": "completed",
+            "code": code,
+            "container_id": container_id,
+            "outputs": [{"type": "logs", "logs": output}],
+        }),
         InputItem::Reasoning { summary, content } => json!({
             "type": "reasoning",
             "id": new_id("rs"),

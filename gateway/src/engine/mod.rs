@@ -13,9 +13,9 @@
 pub mod builder;
 pub mod context;
 pub mod recorder;
+pub mod tool_loop;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
@@ -38,11 +38,29 @@ pub struct Engine {
     store: Arc<dyn Store>,
     /// How a stored stream writes its events ([`recorder`]).
     event_batching: EventBatching,
+    /// Server-side tools and the tool loop's limits ([`tool_loop`]).
+    tools: tool_loop::ServerTools,
 }
 
 impl Engine {
     pub fn new(router: Router, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
-        Self { router, metrics, store, event_batching: EventBatching::default() }
+        Self {
+            router,
+            metrics,
+            store,
+            event_batching: EventBatching::default(),
+            tools: tool_loop::ServerTools::default(),
+        }
+    }
+
+    /// Sets the server-side tools (default: none, 10 turns).
+    pub fn with_tools(mut self, tools: tool_loop::ServerTools) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    pub fn tools(&self) -> &tool_loop::ServerTools {
+        &self.tools
     }
 
     /// Sets how stored streams batch their event writes (default: [`EventBatching::default`]).
@@ -68,6 +86,25 @@ impl Engine {
             ));
         }
         self.router.route(&request.model).ok_or_else(|| Error::ModelNotFound(request.model.clone()))
+    }
+
+    /// The request's server-side tools can run here: code_interpreter is configured, and a
+    /// container it names is the caller's (else 404, as for any object of another owner).
+    fn check_tools(&self, owner: &Owner, request: &CreateResponse) -> Result<()> {
+        let Some(tool) = &request.code_interpreter else { return Ok(()) };
+        let Some(ci) = &self.tools.code_interpreter else {
+            return Err(Error::invalid_request(
+                Some("tools"),
+                "unsupported_tool_type",
+                "The 'code_interpreter' tool is not enabled on this gateway (config `tools.code_interpreter`).",
+            ));
+        };
+        match &tool.container {
+            crate::openresponses::code_interpreter::ContainerParam::Id(id) => {
+                ci.check_container(owner, id)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn record_backend_error(&self, route: &Route, error: &Error) {
@@ -101,7 +138,7 @@ impl Engine {
         let resolved = context::resolve(self.store.as_ref(), &access, &mut request).await?;
         let store = request.store;
         let conversation = request.conversation.clone();
-        let response = self.respond(request).await?;
+        let response = self.respond(&Owner::of(principal), request).await?;
         if store {
             self.save(principal, &response, resolved.own_input, conversation).await?;
         }
@@ -122,7 +159,8 @@ impl Engine {
         let resolved = context::resolve(self.store.as_ref(), &access, &mut request).await?;
         let store = request.store;
         let conversation = request.conversation.clone();
-        let events = self.stream(request).await?;
+        let owner = Owner::of(principal);
+        let events = self.stream(&owner, request).await?;
         let engine = self.clone();
         let principal = principal.clone();
         let mut own_input = Some(resolved.own_input);
@@ -223,7 +261,7 @@ impl Engine {
         own_input: Vec<serde_json::Value>,
         conversation: Option<String>,
     ) -> Result<NewResponse> {
-        let mut json = serde_json::to_value(response)
+        let mut json = serde_json::to_value(response.for_storage())
             .map_err(|e| Error::Internal(format!("encoding a response failed: {e}")))?;
         json["status"] = serde_json::json!(status);
         Ok(NewResponse {
@@ -240,106 +278,103 @@ impl Engine {
     }
 
     /// A whole response, for `stream: false`, from `request.input` exactly as given: nothing is
-    /// looked up or stored (see [`Engine::create`] for that).
-    pub async fn respond(&self, request: CreateResponse) -> Result<ResponseObject> {
+    /// looked up or stored (see [`Engine::create`] for that). Server-side tool calls run as
+    /// `owner`.
+    pub async fn respond(&self, owner: &Owner, request: CreateResponse) -> Result<ResponseObject> {
         let route = self.route(&request)?;
+        self.check_tools(owner, &request)?;
         let response = ResponseObject::new(new_id("resp"), unix_now(), &request);
-        let mut builder = ResponseBuilder::new(response, &request, false);
+        let mut builder = ResponseBuilder::new(response, &request, false, self.tools.naming());
         let result = async {
-            let mut events = route
+            let first = route
                 .provider
                 .start(&request, &route.upstream_model, false)
                 .instrument(backend_span(&route))
                 .await?;
-            while let Some(batch) = events.next().await {
-                for event in batch? {
-                    builder.apply(event);
-                }
-            }
-            Ok(())
+            let mut started = false;
+            tool_loop::run(self, &route, request, &mut builder, first, owner, &None, &mut started)
+                .await
         }
         .await;
-        if let Err(error) = result {
-            self.record_backend_error(&route, &error);
-            return Err(error);
-        }
-        let (response, _) = builder.finish();
+        let (response, _) = match result {
+            Ok(tool_loop::LoopEnd::Answered) => builder.finish(),
+            Ok(tool_loop::LoopEnd::TurnLimit(calls)) => builder.finish_at_turn_limit(&calls),
+            Err(error) => {
+                self.record_backend_error(&route, &error);
+                return Err(error);
+            }
+        };
         self.record_usage(&response);
         Ok(response)
     }
 
     /// Phase 1 of a streaming response from `request.input` as given (nothing looked up or
-    /// stored; see [`Engine::create_stream`]); the returned stream runs phases 2 and 3. Dropping the
-    /// stream drops the backend request with it, which is how a client disconnect cancels the
-    /// model call.
+    /// stored; see [`Engine::create_stream`]); the returned stream runs phases 2 and 3 over every
+    /// turn of the tool loop. Dropping the stream drops the backend request and running tool
+    /// calls with it, which is how a client disconnect cancels the response.
     pub async fn stream(
         self: &Arc<Self>,
+        owner: &Owner,
         request: CreateResponse,
-    ) -> Result<impl Stream<Item = StreamEvent> + Send + 'static> {
+    ) -> Result<impl Stream<Item = StreamEvent> + Send + 'static + use<>> {
         let route = self.route(&request)?;
-        let started_at = Instant::now();
-        let request = Arc::new(request);
-        let model_stream = {
-            let request = request.clone();
-            match route
-                .provider
-                .start(&request, &route.upstream_model, true)
-                .instrument(backend_span(&route))
-                .await
-            {
-                Ok(stream) => stream,
-                Err(error) => {
-                    self.record_backend_error(&route, &error);
-                    return Err(error);
-                }
+        self.check_tools(owner, &request)?;
+        let first = match route
+            .provider
+            .start(&request, &route.upstream_model, true)
+            .instrument(backend_span(&route))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(error) => {
+                self.record_backend_error(&route, &error);
+                return Err(error);
             }
         };
         let engine = self.clone();
+        let owner = owner.clone();
         let response = ResponseObject::new(new_id("resp"), unix_now(), &request);
-        let mut builder = ResponseBuilder::new(response, &request, true);
-        let mut model_stream = model_stream;
+        let mut builder = ResponseBuilder::new(response, &request, true, self.tools.naming());
         Ok(async_stream::stream! {
+            let (sink, mut events) = tokio::sync::mpsc::unbounded_channel();
+            let sink = Some(sink);
             let mut started = false;
-            loop {
-                match model_stream.next().await {
-                    Some(Ok(batch)) => {
-                        if !started {
-                            started = true;
-                            engine.metrics.time_to_first_token.with_label_values(&[&request.model]).observe(started_at.elapsed().as_secs_f64());
-                            builder.start();
-                        }
-                        for event in batch {
-                            builder.apply(event);
-                        }
-                        for event in builder.take_events() {
-                            yield event;
-                        }
+            let result = {
+                let run = tool_loop::run(&engine, &route, request, &mut builder, first, &owner, &sink, &mut started);
+                futures::pin_mut!(run);
+                // The loop only runs while this stream is polled, so a slow client slows the
+                // model down instead of buffering its whole answer.
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(event) = events.recv() => yield event,
+                        result = &mut run => break result,
                     }
-                    Some(Err(error)) => {
-                        engine.record_backend_error(&route, &error);
-                        tracing::warn!(%error, started, "backend failed during a streamed response");
-                        if started {
-                            let (_, events) = builder.fail(&error);
-                            for event in events {
-                                yield event;
-                            }
-                        } else {
-                            yield StreamEvent::Error { error: error_payload(&error) };
-                        }
-                        return;
-                    }
-                    None => {
-                        if !started {
-                            builder.start();
-                        }
-                        let (response, events) = builder.finish();
-                        engine.record_usage(&response);
+                }
+            };
+            while let Ok(event) = events.try_recv() {
+                yield event;
+            }
+            let (response, events) = match result {
+                Ok(tool_loop::LoopEnd::Answered) => builder.finish(),
+                Ok(tool_loop::LoopEnd::TurnLimit(calls)) => builder.finish_at_turn_limit(&calls),
+                Err(error) => {
+                    engine.record_backend_error(&route, &error);
+                    tracing::warn!(%error, started, "backend failed during a streamed response");
+                    if started {
+                        let (_, events) = builder.fail(&error);
                         for event in events {
                             yield event;
                         }
-                        return;
+                    } else {
+                        yield StreamEvent::Error { error: error_payload(&error) };
                     }
+                    return;
                 }
+            };
+            engine.record_usage(&response);
+            for event in events {
+                yield event;
             }
         })
     }

@@ -38,37 +38,45 @@ pub enum Naming {
 }
 
 impl Naming {
-    fn prefix(self) -> &'static str {
+    /// The output item's `type`.
+    pub fn item_type(self) -> &'static str {
         match self {
-            Naming::Openai => "",
-            Naming::Vendor => "antwort:",
+            Naming::Openai => "code_interpreter_call",
+            Naming::Vendor => "antwort:code_interpreter_call",
         }
     }
 
-    /// The output item's `type`.
-    pub fn item_type(self) -> String {
-        format!("{}code_interpreter_call", self.prefix())
-    }
-
     /// The annotation's `type`.
-    pub fn citation_type(self) -> String {
-        format!("{}container_file_citation", self.prefix())
+    pub fn citation_type(self) -> &'static str {
+        match self {
+            Naming::Openai => "container_file_citation",
+            Naming::Vendor => "antwort:container_file_citation",
+        }
     }
 
     /// The event's `type` (`response.` + the possibly prefixed name).
-    pub fn event_type(self, kind: EventKind) -> String {
-        let name = match kind {
-            EventKind::InProgress => "code_interpreter_call.in_progress",
-            EventKind::CodeDelta => "code_interpreter_call_code.delta",
-            EventKind::CodeDone => "code_interpreter_call_code.done",
-            EventKind::Interpreting => "code_interpreter_call.interpreting",
-            EventKind::Completed => "code_interpreter_call.completed",
+    pub fn event_type(self, kind: EventKind) -> &'static str {
+        use EventKind::*;
+        match (self, kind) {
+            (Naming::Openai, InProgress) => "response.code_interpreter_call.in_progress",
+            (Naming::Openai, CodeDelta) => "response.code_interpreter_call_code.delta",
+            (Naming::Openai, CodeDone) => "response.code_interpreter_call_code.done",
+            (Naming::Openai, Interpreting) => "response.code_interpreter_call.interpreting",
+            (Naming::Openai, Completed) => "response.code_interpreter_call.completed",
+            (Naming::Vendor, InProgress) => "response.antwort:code_interpreter_call.in_progress",
+            (Naming::Vendor, CodeDelta) => "response.antwort:code_interpreter_call_code.delta",
+            (Naming::Vendor, CodeDone) => "response.antwort:code_interpreter_call_code.done",
+            (Naming::Vendor, Interpreting) => "response.antwort:code_interpreter_call.interpreting",
+            (Naming::Vendor, Completed) => "response.antwort:code_interpreter_call.completed",
             // Never an OpenAI type: always prefixed.
-            EventKind::OutputDelta => {
-                return "response.antwort:code_interpreter_call_output.delta".into();
-            }
-        };
-        format!("response.{}{name}", self.prefix())
+            (_, OutputDelta) => "response.antwort:code_interpreter_call_output.delta",
+        }
+    }
+
+    /// Whether `kind` is an item `type` this module writes, under either naming (stored items
+    /// and client-sent input may carry either).
+    pub fn is_item_type(kind: &str) -> bool {
+        kind == Naming::Openai.item_type() || kind == Naming::Vendor.item_type()
     }
 }
 
@@ -253,6 +261,54 @@ pub fn code_from_arguments(arguments: &str) -> Result<String, String> {
     }
 }
 
+/// A `code_interpreter_call` item given back as input (a stored turn of a chain, or a client
+/// keeping its own state): the model reads its code and what it printed.
+pub fn parse_input_item(
+    path: &str,
+    mut item: Map<String, Value>,
+) -> Result<super::request::InputItem, Error> {
+    let text = |item: &mut Map<String, Value>, key: &str| match item.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(Error::invalid_request(
+            Some(&format!("{path}.{key}")),
+            "missing_required_parameter",
+            format!("Missing required parameter: '{path}.{key}'."),
+        )),
+        Some(_) => Err(Error::invalid_type(&format!("{path}.{key}"), "a string")),
+    };
+    let id = text(&mut item, "id")?;
+    let code = text(&mut item, "code")?;
+    let container_id = text(&mut item, "container_id")?;
+    let outputs: Option<Vec<CallOutput>> = match item.remove("outputs") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value(v).map_err(|_| {
+            Error::invalid_type(&format!("{path}.outputs"), "an array of logs/image outputs")
+        })?),
+    };
+    let status = item.get("status").and_then(Value::as_str).unwrap_or("completed");
+    let output = match outputs {
+        None => "(The output of this call is not available.)".to_string(),
+        Some(outputs) => outputs_for_model(&outputs, status),
+    };
+    Ok(super::request::InputItem::CodeInterpreterCall { id, code, container_id, output })
+}
+
+/// What the model reads of a call's outputs when the call comes back as input.
+fn outputs_for_model(outputs: &[CallOutput], status: &str) -> String {
+    let mut text = String::new();
+    for output in outputs {
+        match output {
+            CallOutput::Logs { logs } => text.push_str(logs),
+            CallOutput::Image { .. } => text.push_str("\n[an image was shown to the user]\n"),
+        }
+    }
+    match status {
+        "failed" if text.is_empty() => "[failed] The code did not run.".into(),
+        "incomplete" => format!("{text}\n[incomplete] The code did not finish."),
+        _ => text,
+    }
+}
+
 // === the output item ===
 
 /// `status` of a `code_interpreter_call`.
@@ -266,6 +322,16 @@ pub enum CallStatus {
     Incomplete,
     /// Did not run (no sandbox, container gone, bad arguments).
     Failed,
+}
+
+fn call_status_str(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::InProgress => "in_progress",
+        CallStatus::Interpreting => "interpreting",
+        CallStatus::Completed => "completed",
+        CallStatus::Incomplete => "incomplete",
+        CallStatus::Failed => "failed",
+    }
 }
 
 /// One entry of `outputs`.
@@ -290,6 +356,21 @@ pub struct CodeInterpreterCall {
 }
 
 impl CodeInterpreterCall {
+    /// The call as the model's input for a later turn.
+    pub fn as_input(&self) -> super::request::InputItem {
+        super::request::InputItem::CodeInterpreterCall {
+            id: self.id.clone(),
+            code: self.code.clone(),
+            container_id: self.container_id.clone(),
+            output: self.as_input_output(),
+        }
+    }
+
+    /// What the model reads of this call's outputs when it comes back as input.
+    pub fn as_input_output(&self) -> String {
+        outputs_for_model(&self.outputs, call_status_str(self.status))
+    }
+
     /// The item as JSON, with `outputs` only when the request asked for them.
     pub fn to_json(&self, naming: Naming, include_outputs: bool) -> Value {
         json!({

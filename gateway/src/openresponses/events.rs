@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::code_interpreter::{CodeInterpreterEvent, Naming};
 use super::response::{LogProb, OutputContent, OutputItem, ResponseObject};
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,9 +67,33 @@ pub enum StreamEvent {
     FunctionCallArgumentsDelta { item_id: String, output_index: usize, delta: String },
     #[serde(rename = "response.function_call_arguments.done")]
     FunctionCallArgumentsDone { item_id: String, output_index: usize, arguments: String },
+    #[serde(rename = "response.output_text.annotation.added")]
+    OutputTextAnnotationAdded {
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        annotation_index: usize,
+        annotation: serde_json::Value,
+    },
     /// The request failed before a response existed.
     #[serde(rename = "error")]
     Error { error: ErrorPayload },
+    /// A code_interpreter event (its `type` depends on the configured naming).
+    #[serde(untagged)]
+    CodeInterpreter(NamedCodeInterpreterEvent),
+}
+
+/// A code_interpreter event with the naming it goes out under.
+#[derive(Debug, Clone)]
+pub struct NamedCodeInterpreterEvent {
+    pub event: CodeInterpreterEvent,
+    pub naming: Naming,
+}
+
+impl Serialize for NamedCodeInterpreterEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.event.to_json(self.naming, None).serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +128,9 @@ impl StreamEvent {
             Self::ReasoningDone { .. } => "response.reasoning.done",
             Self::FunctionCallArgumentsDelta { .. } => "response.function_call_arguments.delta",
             Self::FunctionCallArgumentsDone { .. } => "response.function_call_arguments.done",
+            Self::OutputTextAnnotationAdded { .. } => "response.output_text.annotation.added",
             Self::Error { .. } => "error",
+            Self::CodeInterpreter(named) => named.naming.event_type(named.event.kind()),
         }
     }
 }

@@ -33,7 +33,10 @@ pub struct CreateResponse {
     /// The conversation (`conversation: "conv_..."` or `{id}`) this response joins.
     pub conversation: Option<String>,
     pub include: Vec<Include>,
+    /// The client's function tools (run by the client).
     pub tools: Vec<FunctionTool>,
+    /// The `code_interpreter` tool, when the request asked for it (run by the gateway).
+    pub code_interpreter: Option<super::code_interpreter::CodeInterpreterTool>,
     pub tool_choice: ToolChoice,
     pub metadata: Map<String, Value>,
     pub text: TextConfig,
@@ -66,10 +69,31 @@ pub struct ItemReference {
 /// One item of `input`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputItem {
-    Message { role: Role, content: Vec<ContentPart> },
-    FunctionCall { call_id: String, name: String, arguments: String },
-    FunctionCallOutput { call_id: String, output: Vec<ContentPart> },
-    Reasoning { summary: Vec<String>, content: Vec<String> },
+    Message {
+        role: Role,
+        content: Vec<ContentPart>,
+    },
+    FunctionCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    FunctionCallOutput {
+        call_id: String,
+        output: Vec<ContentPart>,
+    },
+    Reasoning {
+        summary: Vec<String>,
+        content: Vec<String>,
+    },
+    /// A `code_interpreter_call` from an earlier turn: the model sees its `python` call and
+    /// what the call printed.
+    CodeInterpreterCall {
+        id: String,
+        code: String,
+        container_id: String,
+        output: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -343,7 +367,7 @@ impl CreateResponse {
         }
 
         let include: Vec<Include> = field(body, "include")?.unwrap_or_default();
-        let tools = parse_tools(body)?;
+        let (tools, code_interpreter) = parse_tools(body)?;
         let tool_choice = parse_tool_choice(body, &tools)?;
         let metadata = parse_metadata(body)?;
         let text = parse_text(body)?;
@@ -391,6 +415,7 @@ impl CreateResponse {
             conversation,
             include,
             tools,
+            code_interpreter,
             tool_choice,
             metadata,
             text,
@@ -515,20 +540,35 @@ fn valid_function_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn parse_tools(body: &mut Map<String, Value>) -> Result<Vec<FunctionTool>, Error> {
+type Tools = (Vec<FunctionTool>, Option<super::code_interpreter::CodeInterpreterTool>);
+
+fn parse_tools(body: &mut Map<String, Value>) -> Result<Tools, Error> {
+    use super::code_interpreter::{PYTHON_TOOL_NAME, parse_tool};
     let Some(tools) = field::<Vec<Value>>(body, "tools")? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let mut parsed: Vec<FunctionTool> = Vec::with_capacity(tools.len());
+    let mut code_interpreter = None;
+    let mut python_at = None;
     for (i, tool) in tools.into_iter().enumerate() {
         let path = format!("tools[{i}]");
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind == "code_interpreter" {
+            if code_interpreter.is_some() {
+                return Err(Error::invalid_value(
+                    &format!("{path}.type"),
+                    "Only one 'code_interpreter' tool may be given.",
+                ));
+            }
+            code_interpreter = Some(parse_tool(&path, tool)?);
+            continue;
+        }
         if kind != "function" {
             return Err(Error::invalid_request(
                 Some(&format!("{path}.type")),
                 "unsupported_tool_type",
                 format!(
-                    "Tool type '{kind}' is not supported here; supported tool types: 'function'."
+                    "Tool type '{kind}' is not supported here; supported tool types: 'function', 'code_interpreter'."
                 ),
             ));
         }
@@ -548,9 +588,24 @@ fn parse_tools(body: &mut Map<String, Value>) -> Result<Vec<FunctionTool>, Error
                 format!("Duplicate function name '{}' in tools.", tool.name),
             ));
         }
+        if tool.name == PYTHON_TOOL_NAME {
+            python_at = Some(i);
+        }
         parsed.push(tool);
     }
-    Ok(parsed)
+    if code_interpreter.is_some()
+        && let Some(i) = python_at
+    {
+        // The model calls code_interpreter as the function `python`; a client function of the
+        // same name would be indistinguishable.
+        return Err(Error::invalid_value(
+            &format!("tools[{i}].name"),
+            format!(
+                "The function name '{PYTHON_TOOL_NAME}' is reserved when the 'code_interpreter' tool is used."
+            ),
+        ));
+    }
+    Ok((parsed, code_interpreter))
 }
 
 fn parse_tool_choice(
@@ -824,10 +879,13 @@ fn parse_item(path: &str, item: Value) -> Result<InputItem, Error> {
             "item_reference input items need stored items, which this gateway does not keep yet; send the item itself instead.",
         )),
         "compaction" => super::compaction::parse_item(path, item),
+        kind if super::code_interpreter::Naming::is_item_type(kind) => {
+            super::code_interpreter::parse_input_item(path, item)
+        }
         other => Err(Error::invalid_value(
             &format!("{path}.type"),
             format!(
-                "Unknown input item type '{other}'; expected one of 'message', 'function_call', 'function_call_output', 'reasoning', 'item_reference', 'compaction'."
+                "Unknown input item type '{other}'; expected one of 'message', 'function_call', 'function_call_output', 'reasoning', 'item_reference', 'compaction', 'code_interpreter_call'."
             ),
         )),
     }

@@ -4,7 +4,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::request::{CreateResponse, TextFormat, ToolChoice, ToolChoiceMode};
+use super::code_interpreter::{CodeInterpreterCall, Naming};
+use super::request::{
+    ContentPart, CreateResponse, InputItem, Role, TextFormat, ToolChoice, ToolChoiceMode,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +129,70 @@ pub enum OutputItem {
         summary: Vec<Value>,
         content: Vec<OutputContent>,
     },
+    /// A `code_interpreter_call` (its `type` depends on the configured naming).
+    #[serde(untagged)]
+    CodeInterpreterCall(CodeInterpreterItem),
+}
+
+impl OutputItem {
+    /// The item as the model's input for a next turn (a chain held in memory, or the next
+    /// model call of a tool loop).
+    pub fn as_input(&self) -> Option<InputItem> {
+        match self {
+            OutputItem::Message { content, .. } => {
+                let content: Vec<ContentPart> = content
+                    .iter()
+                    .filter_map(|part| match part {
+                        OutputContent::OutputText { text, .. } => {
+                            Some(ContentPart::Text(text.clone()))
+                        }
+                        OutputContent::Refusal { refusal } => {
+                            Some(ContentPart::Refusal(refusal.clone()))
+                        }
+                        OutputContent::ReasoningText { .. } => None,
+                    })
+                    .collect();
+                Some(InputItem::Message { role: Role::Assistant, content })
+            }
+            OutputItem::FunctionCall { call_id, name, arguments, .. } => {
+                Some(InputItem::FunctionCall {
+                    call_id: call_id.clone(),
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                })
+            }
+            OutputItem::Reasoning { summary, content, .. } => Some(InputItem::Reasoning {
+                summary: summary
+                    .iter()
+                    .filter_map(|s| s.get("text").and_then(Value::as_str).map(str::to_string))
+                    .collect(),
+                content: content
+                    .iter()
+                    .filter_map(|c| match c {
+                        OutputContent::ReasoningText { text } => Some(text.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            }),
+            OutputItem::CodeInterpreterCall(item) => Some(item.call.as_input()),
+        }
+    }
+}
+
+/// A `code_interpreter_call` item with how it goes on the wire: the naming switch, and
+/// whether `outputs` are shown (`include: ["code_interpreter_call.outputs"]`). The store
+/// always keeps them (the next turn of a chain reads them); see [`ResponseObject::for_storage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeInterpreterItem {
+    pub call: CodeInterpreterCall,
+    pub naming: Naming,
+    pub include_outputs: bool,
+}
+
+impl Serialize for CodeInterpreterItem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.call.to_json(self.naming, self.include_outputs).serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -178,6 +245,7 @@ impl ResponseObject {
                         "strict": t.strict,
                     })
                 })
+                .chain(request.code_interpreter.as_ref().map(|t| t.to_json()))
                 .collect(),
             tool_choice: tool_choice_echo(&request.tool_choice),
             truncation: request.truncation,
@@ -209,6 +277,31 @@ impl ResponseObject {
             prompt_cache_key: request.prompt_cache_key.clone(),
             conversation: request.conversation.as_ref().map(|id| json!({"id": id})),
             suppressed_tool_calls: Vec::new(),
+        }
+    }
+}
+
+impl ResponseObject {
+    /// The response as the store keeps it: `code_interpreter_call` outputs always included.
+    pub fn for_storage(&self) -> ResponseObject {
+        let mut stored = self.clone();
+        for item in &mut stored.output {
+            if let OutputItem::CodeInterpreterCall(item) = item {
+                item.include_outputs = true;
+            }
+        }
+        stored
+    }
+}
+
+/// Hides `outputs` of stored `code_interpreter_call` items (JSON as the store keeps it) unless
+/// the client asked for them with `include`.
+pub fn hide_code_interpreter_outputs(output: &mut [Value]) {
+    for item in output {
+        if item.get("type").and_then(Value::as_str).is_some_and(Naming::is_item_type)
+            && let Some(outputs) = item.get_mut("outputs")
+        {
+            *outputs = Value::Null;
         }
     }
 }

@@ -11,6 +11,7 @@ use super::chat_wire::{
     ChatContent, ChatFunction, ChatFunctionCall, ChatMessage, ChatPart, ChatRequest, ChatTool,
     ChatToolCall, FilePart, ImageUrl, StreamOptions, VideoUrl,
 };
+use crate::openresponses::code_interpreter::{PYTHON_TOOL_NAME, python_tool};
 use crate::openresponses::request::{
     ContentPart, CreateResponse, InputItem, Role, TextFormat, ToolChoice, ToolChoiceMode,
 };
@@ -24,27 +25,19 @@ pub fn chat_request(request: &CreateResponse, upstream_model: &str, stream: bool
         match item {
             InputItem::Message { role, content } => messages.push(message(*role, content)),
             InputItem::FunctionCall { call_id, name, arguments } => {
-                let call = ChatToolCall {
-                    id: call_id.clone(),
-                    kind: "function",
-                    function: ChatFunctionCall { name: name.clone(), arguments: arguments.clone() },
-                };
-                match messages.last_mut() {
-                    Some(last)
-                        if last.role == "assistant"
-                            && last.tool_call_id.is_none()
-                            && !last.tool_calls.is_empty() =>
-                    {
-                        last.tool_calls.push(call)
-                    }
-                    _ => messages.push(ChatMessage {
-                        role: "assistant",
-                        content: None,
-                        refusal: None,
-                        tool_calls: vec![call],
-                        tool_call_id: None,
-                    }),
-                }
+                push_tool_call(&mut messages, call_id, name, arguments.clone())
+            }
+            InputItem::CodeInterpreterCall { id, code, output, .. } => {
+                // The model wrote this call as the function `python`; it reads it back so.
+                let arguments = json!({ "code": code }).to_string();
+                push_tool_call(&mut messages, id, PYTHON_TOOL_NAME, arguments);
+                messages.push(ChatMessage {
+                    role: "tool",
+                    content: Some(ChatContent::Text(output.clone())),
+                    refusal: None,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(id.clone()),
+                });
             }
             InputItem::FunctionCallOutput { call_id, output } => messages.push(ChatMessage {
                 role: "tool",
@@ -91,6 +84,31 @@ pub fn chat_request(request: &CreateResponse, upstream_model: &str, stream: bool
     }
 }
 
+/// Consecutive calls fold into one assistant message with `tool_calls`.
+fn push_tool_call(messages: &mut Vec<ChatMessage>, call_id: &str, name: &str, arguments: String) {
+    let call = ChatToolCall {
+        id: call_id.to_string(),
+        kind: "function",
+        function: ChatFunctionCall { name: name.to_string(), arguments },
+    };
+    match messages.last_mut() {
+        Some(last)
+            if last.role == "assistant"
+                && last.tool_call_id.is_none()
+                && !last.tool_calls.is_empty() =>
+        {
+            last.tool_calls.push(call)
+        }
+        _ => messages.push(ChatMessage {
+            role: "assistant",
+            content: None,
+            refusal: None,
+            tool_calls: vec![call],
+            tool_call_id: None,
+        }),
+    }
+}
+
 /// The tools the backend sees and how it must choose. `allowed_tools` narrows the list itself:
 /// Chat Completions has no such constraint, and a tool the model cannot see is one it cannot call.
 fn tools_and_choice(request: &CreateResponse) -> (Vec<ChatTool>, Option<Value>) {
@@ -111,6 +129,27 @@ fn tools_and_choice(request: &CreateResponse) -> (Vec<ChatTool>, Option<Value>) 
                 strict: t.strict,
             },
         })
+        .chain(
+            request
+                .code_interpreter
+                .as_ref()
+                .filter(|_| !matches!(request.tool_choice, ToolChoice::AllowedTools { .. }))
+                .map(|_| {
+                    let (name, description, parameters) = python_tool();
+                    ChatTool {
+                        kind: "function",
+                        function: ChatFunction {
+                            name: name.to_string(),
+                            description: Some(description.to_string()),
+                            parameters: match parameters {
+                                serde_json::Value::Object(map) => Some(map),
+                                _ => None,
+                            },
+                            strict: None,
+                        },
+                    }
+                }),
+        )
         .collect();
     if tools.is_empty() {
         return (tools, None);

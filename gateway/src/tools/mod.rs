@@ -19,19 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::openresponses::code_interpreter::CodeInterpreterCall;
 
-/// Who owns the objects a call creates (containers): a tenant's user. Another owner's
-/// container is "not found", never "forbidden", so ids do not leak.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    pub tenant: String,
-    pub user: String,
-}
-
-impl From<&crate::auth::Principal> for Owner {
-    fn from(p: &crate::auth::Principal) -> Self {
-        Owner { tenant: p.tenant.clone(), user: p.user.clone() }
-    }
-}
+/// Who owns the objects a call creates (containers): the same owner as every stored object,
+/// so another owner's container is "not found", never "forbidden".
+pub use crate::store::Owner;
 
 /// One call the model made to a server-side tool.
 #[derive(Debug, Clone)]

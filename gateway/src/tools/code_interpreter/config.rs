@@ -13,7 +13,14 @@ use crate::openresponses::code_interpreter::Naming;
 pub struct CodeInterpreterConfig {
     /// The gateway's own SVID source for the pool manager and the agents.
     pub identity: IdentityConfig,
-    pub pool_manager: PoolManagerConfig,
+    /// The pool manager to claim sandboxes from (production). Exactly one of `pool_manager`
+    /// and `agent` is set.
+    #[serde(default)]
+    pub pool_manager: Option<PoolManagerConfig>,
+    /// One agent used directly, every container a session on it: for a developer's machine
+    /// or a test without a pool manager.
+    #[serde(default)]
+    pub agent: Option<StaticAgentConfig>,
     /// SPIFFE IDs an agent may present (exact, or trust domain + path prefix). The claim names
     /// the one agent to expect; a claim naming an ID outside this policy is refused.
     pub agent_spiffe_ids: PeerPolicy,
@@ -41,6 +48,16 @@ pub struct CodeInterpreterConfig {
     /// Emit the `response.antwort:code_interpreter_call_output.delta` extension event.
     #[serde(default)]
     pub stream_output: bool,
+}
+
+/// One sandbox agent, reached without a pool manager.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAgentConfig {
+    /// The agent's API, `https://...`.
+    pub url: String,
+    /// The SPIFFE ID the agent must present (also checked against `agent_spiffe_ids`).
+    pub spiffe_id: String,
 }
 
 /// How to reach the pool manager's claim API.
@@ -108,11 +125,16 @@ impl CodeInterpreterConfig {
     /// Field-path errors for values serde accepts but the executor cannot use.
     pub fn validate(&self) -> Result<(), String> {
         let p = "tools.code_interpreter";
-        if !self.pool_manager.url.starts_with("https://") {
-            return Err(format!("`{p}.pool_manager.url`: must be an https:// URL (mTLS)"));
+        let (section, url, spiffe_id) = match (&self.pool_manager, &self.agent) {
+            (Some(pm), None) => ("pool_manager", &pm.url, &pm.spiffe_id),
+            (None, Some(agent)) => ("agent", &agent.url, &agent.spiffe_id),
+            _ => return Err(format!("`{p}`: set exactly one of `pool_manager` and `agent`")),
+        };
+        if !url.starts_with("https://") {
+            return Err(format!("`{p}.{section}.url`: must be an https:// URL (mTLS)"));
         }
-        antwort_common::identity::SpiffeId::new(&self.pool_manager.spiffe_id)
-            .map_err(|e| format!("`{p}.pool_manager.spiffe_id`: {e}"))?;
+        antwort_common::identity::SpiffeId::new(spiffe_id)
+            .map_err(|e| format!("`{p}.{section}.spiffe_id`: {e}"))?;
         if self.agent_spiffe_ids.is_empty() {
             return Err(format!("`{p}.agent_spiffe_ids`: name at least one rule"));
         }

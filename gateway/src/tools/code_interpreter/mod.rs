@@ -67,15 +67,30 @@ impl CodeInterpreter {
             .start()
             .map_err(|e| Error::Internal(format!("`tools.code_interpreter.identity`: {e}")))?;
         let limits = config.limits();
+        let agents = config.agent_spiffe_ids.clone();
+        if let Some(agent) = &config.agent {
+            let claim = Claim {
+                claim_id: "static".into(),
+                pool: config.pool.clone(),
+                agent_endpoint: agent.url.clone(),
+                agent_spiffe_id: agent.spiffe_id.clone(),
+                expires_at: u64::MAX,
+                reused: false,
+            };
+            return Ok(Self::with_static_agent(source, claim, agents, limits, config.naming));
+        }
+        let pool_manager = config.pool_manager.as_ref().ok_or_else(|| {
+            Error::Internal("`tools.code_interpreter`: no pool_manager or agent".into())
+        })?;
         let pool = PoolClient::new(
             source.clone(),
-            &config.pool_manager.url,
-            &config.pool_manager.spiffe_id,
+            &pool_manager.url,
+            &pool_manager.spiffe_id,
             &config.pool,
             limits.request_timeout,
         )
         .map_err(|e| Error::Internal(format!("`tools.code_interpreter.pool_manager`: {e}")))?;
-        Ok(Self::with_pool(source, pool, config.agent_spiffe_ids.clone(), limits, config.naming))
+        Ok(Self::with_pool(source, pool, agents, limits, config.naming))
     }
 
     /// Claims through `pool`.
