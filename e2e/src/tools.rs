@@ -1,5 +1,5 @@
 //! External tools, installed by `scripts/install-test-tools.sh` (which `scripts/test.sh` runs)
-//! into `$ANTWORT_TOOLS_CACHE` (default `/var/cache/antwort/tools-1`). Each can be overridden by
+//! into `$ANTWORT_TOOLS_CACHE` (default `/var/cache/antwort/tools-2`). Each can be overridden by
 //! an environment variable naming the executable. A missing tool panics with how to install it:
 //! these tests never skip.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Keep in step with RECIPE in scripts/install-test-tools.sh.
-const DEFAULT_CACHE: &str = "/var/cache/antwort/tools-1";
+const DEFAULT_CACHE: &str = "/var/cache/antwort/tools-2";
 
 fn find(name: &str, env_var: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env_var) {
@@ -41,6 +41,11 @@ pub fn kubernetes_validate() -> PathBuf {
 
 pub fn hadolint() -> PathBuf {
     find("hadolint", "ANTWORT_HADOLINT")
+}
+
+/// A Python interpreter that imports the official OpenAI SDK (`openai`, pinned in the script).
+pub fn openai_python() -> PathBuf {
+    find("openai-python", "ANTWORT_OPENAI_PYTHON")
 }
 
 /// Runs `command`, returning its output; panics only if it cannot be started.
