@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub background: crate::worker::BackgroundSettings,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace_period_secs: f64,
+    /// A streamed response silent this long (a tool running, a slow model) gets an SSE comment
+    /// (`: keep-alive`), so proxies and clients do not time the connection out.
+    pub sse_keep_alive_secs: f64,
     /// Server-side tools (`code_interpreter`) and the tool loop.
     #[serde(skip_serializing)]
     pub tools: RawTools,
@@ -80,6 +83,7 @@ impl Default for RawConfig {
             websocket: Default::default(),
             background: Default::default(),
             shutdown_grace_period_secs: 30.0,
+            sse_keep_alive_secs: 15.0,
             tools: RawTools::default(),
         }
     }
@@ -206,6 +210,7 @@ pub struct Config {
     pub websocket: crate::api::websocket::WebSocketSettings,
     pub background: crate::worker::BackgroundSettings,
     pub shutdown_grace_period: Duration,
+    pub sse_keep_alive: Duration,
     pub tools: RawTools,
 }
 
@@ -308,6 +313,9 @@ impl RawConfig {
                 retry_backoff: secs("retry_backoff_secs", t.retry_backoff_secs),
             });
         }
+        if !(self.sse_keep_alive_secs.is_finite() && self.sse_keep_alive_secs > 0.0) {
+            errors.push("sse_keep_alive_secs: must be a positive number of seconds".to_string());
+        }
         if self.tools.max_turns == 0 {
             errors.push("tools.max_turns: must be at least 1".to_string());
         }
@@ -399,6 +407,7 @@ impl RawConfig {
             websocket: self.websocket,
             background: self.background,
             shutdown_grace_period: Duration::from_secs_f64(self.shutdown_grace_period_secs),
+            sse_keep_alive: Duration::from_secs_f64(self.sse_keep_alive_secs),
             tools: self.tools,
         })
     }

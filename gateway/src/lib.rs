@@ -138,6 +138,7 @@ pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, E
         store,
         websocket: config.websocket.clone(),
         auth: Arc::new(auth::Auth::new(&config.auth)?),
+        sse_keep_alive: config.sse_keep_alive,
     });
     Ok(App { router, workers, tools_shutdown, reaper })
 }

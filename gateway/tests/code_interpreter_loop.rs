@@ -30,6 +30,7 @@ async fn gateway(
     });
     merge(&mut tools, extra);
     let mut raw = quick_config(backend);
+    raw.sse_keep_alive_secs = 0.25;
     raw.tools = serde_json::from_value(tools).expect("tools config");
     Gateway::start_with(raw).await
 }
@@ -162,7 +163,7 @@ async fn the_model_calls_python_and_answers_with_its_output() {
 #[tokio::test]
 async fn one_stream_spans_every_turn() {
     let s = setup(json!({})).await;
-    s.backend.enqueue(python("x = 20 + 1\nprint(x * 2)"));
+    s.backend.enqueue(python("import time\ntime.sleep(1)\nx = 20 + 1\nprint(x * 2)"));
     s.backend.enqueue(Script::text("It is 42."));
     let stream = post_stream(
         &s.gateway,
@@ -195,7 +196,12 @@ async fn one_stream_spans_every_turn() {
         }
     }
     let code_done = stream.of_type("response.code_interpreter_call_code.done");
-    assert_eq!(code_done[0]["code"], "x = 20 + 1\nprint(x * 2)");
+    assert_eq!(code_done[0]["code"], "import time\ntime.sleep(1)\nx = 20 + 1\nprint(x * 2)");
+    // While the code ran (1 s), the silent stream got keep-alive comments (every 0.25 s).
+    let text = String::from_utf8(stream.chunks.concat()).expect("utf-8");
+    let interpreting = text.find("code_interpreter_call.interpreting").expect("interpreting");
+    let completed = text.find("code_interpreter_call.completed").expect("completed");
+    assert!(text[interpreting..completed].contains(": keep-alive\n\n"), "{text}");
     let done = stream.last();
     assert_eq!(done["response"]["output"][0]["status"], "completed");
     assert_eq!(done["response"]["output"][1]["content"][0]["text"], "It is 42.");
@@ -341,4 +347,84 @@ async fn requests_the_gateway_cannot_run_are_refused() {
         post(&plain, json!({"model": "m", "input": "x", "tools": ci_tool()})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "unsupported_tool_type");
+}
+
+#[tokio::test]
+async fn files_the_code_writes_are_cited_in_the_answer() {
+    let s = setup(json!({})).await;
+    s.backend.enqueue(python("open('report.csv', 'w').write('a,b\\n1,2\\n')"));
+    s.backend.enqueue(Script::text("I saved report.csv for you."));
+    let stream = post_stream(
+        &s.gateway,
+        json!({"model": "m", "input": "save", "tools": ci_tool(), "stream": true}),
+    )
+    .await;
+    let done = stream.last();
+    assert_eq!(done["type"], "response.completed", "{done}");
+    let container = done["response"]["output"][0]["container_id"].as_str().expect("container");
+    let text = &done["response"]["output"][1]["content"][0];
+    let annotations = text["annotations"].as_array().expect("annotations");
+    assert_eq!(annotations.len(), 1, "{text}");
+    let citation = &annotations[0];
+    assert_eq!(citation["type"], "container_file_citation");
+    assert_eq!(citation["container_id"], container);
+    assert_eq!(citation["filename"], "report.csv");
+    assert!(citation["file_id"].as_str().is_some_and(|id| !id.is_empty()), "{citation}");
+    let body = text["text"].as_str().expect("text");
+    let (start, end) = (
+        citation["start_index"].as_u64().expect("start") as usize,
+        citation["end_index"].as_u64().expect("end") as usize,
+    );
+    assert_eq!(&body[start..end], "report.csv");
+    // The stream announced it before the text was done.
+    let added = stream.of_type("response.output_text.annotation.added");
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["annotation"], *citation);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_stops_the_execution() {
+    let s = setup(json!({})).await;
+    s.backend.enqueue(python("x = 1"));
+    s.backend.enqueue(Script::text("ready"));
+    let (_, first) =
+        post(&s.gateway, json!({"model": "m", "input": "start", "tools": ci_tool()})).await;
+    let container = first["output"][0]["container_id"].as_str().expect("container").to_string();
+    let pinned = json!([{"type": "code_interpreter", "container": container}]);
+
+    // A long execution; the client reads until the code runs, then hangs up.
+    s.backend.enqueue(python("import time\ntime.sleep(60)"));
+    let response = support::client()
+        .post(s.gateway.responses_url())
+        .json(&json!({"model": "m", "input": "sleep", "tools": pinned, "stream": true}))
+        .send()
+        .await
+        .expect("stream starts");
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("code_interpreter_call.interpreting") {
+        use futures::StreamExt;
+        let chunk = tokio::time::timeout(Duration::from_secs(60), body.next())
+            .await
+            .expect("events in time")
+            .expect("more events")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(body);
+
+    // The same container runs the next code at once: the sleeping execution was interrupted
+    // (executions in one container take turns, so it would otherwise wait the minute out).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.backend.enqueue(python("print(x + 1)"));
+    s.backend.enqueue(Script::text("2"));
+    let started = std::time::Instant::now();
+    let (status, after) = post(
+        &s.gateway,
+        json!({"model": "m", "input": "after", "tools": pinned, "include": ["code_interpreter_call.outputs"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["output"][0]["outputs"][0]["logs"], "2\n", "{after}");
+    assert!(started.elapsed() < Duration::from_secs(30), "waited {:?}", started.elapsed());
 }

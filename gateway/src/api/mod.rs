@@ -44,6 +44,8 @@ pub struct AppState {
     pub workers: Arc<crate::worker::Workers>,
     /// Authentication, scopes and rate limits (see [`crate::auth`]).
     pub auth: Arc<Auth>,
+    /// Silence after which a stream gets a keep-alive comment.
+    pub sse_keep_alive: std::time::Duration,
 }
 
 /// Routes that answer without authentication: probes and scrapes.

@@ -32,7 +32,7 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
         .ok_or_else(|| Error::Internal("a request reached a handler unauthenticated".into()))?;
     if create.stream {
         let events = state.engine.create_stream(&principal, create).await?;
-        Ok(sse::response(events))
+        Ok(sse::response(events, state.sse_keep_alive))
     } else {
         let response = state.engine.create(&principal, create).await?;
         Ok(Json(response).into_response())

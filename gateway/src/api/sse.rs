@@ -1,6 +1,9 @@
 //! Server-sent events out: numbers each event (`sequence_number` from 0), writes it as one frame
 //! (`event: <type>\ndata: <json>\n\n`, LF only) so it leaves in one write, and ends with
-//! `data: [DONE]`.
+//! `data: [DONE]`. A stream silent for `keep_alive` (a tool running, a slow model) gets a
+//! `: keep-alive` comment, which SSE clients ignore and proxies count as traffic.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -10,15 +13,25 @@ use http::{HeaderValue, header};
 
 use crate::openresponses::events::{Sequenced, StreamEvent};
 
-pub fn response(events: impl Stream<Item = StreamEvent> + Send + 'static) -> Response {
-    let mut sequence_number = 0u64;
-    let frames = events
-        .map(move |event| {
-            let frame = frame(&event, sequence_number);
-            sequence_number += 1;
-            Ok::<_, std::convert::Infallible>(frame)
-        })
-        .chain(futures::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
+pub fn response(
+    events: impl Stream<Item = StreamEvent> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
+    let frames = async_stream::stream! {
+        let mut sequence_number = 0u64;
+        futures::pin_mut!(events);
+        loop {
+            match tokio::time::timeout(keep_alive, events.next()).await {
+                Ok(Some(event)) => {
+                    yield Ok::<_, std::convert::Infallible>(frame(&event, sequence_number));
+                    sequence_number += 1;
+                }
+                Ok(None) => break,
+                Err(_) => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+            }
+        }
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+    };
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
     headers

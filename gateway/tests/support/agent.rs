@@ -31,6 +31,23 @@ pub fn agent_binary() -> PathBuf {
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Cargo's variables for this test (CARGO_PKG_NAME, ...) would reach build scripts that
+    // rerun when they change (ring), rebuilding half the graph for nothing.
+    const SET_BY_CARGO_FOR_TESTS: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| SET_BY_CARGO_FOR_TESTS.iter().any(|p| n.starts_with(p))) {
+            command.env_remove(&name);
+        }
+    }
     if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
         command.arg("--release");
     }

@@ -324,6 +324,9 @@ pub fn parse_sse(chunks: &[Vec<u8>]) -> Vec<Value> {
     assert_eq!(frames.last().copied(), Some("data: [DONE]"), "stream must end with data: [DONE]");
     let mut events = Vec::new();
     for frame in &frames[..frames.len() - 1] {
+        if frame.lines().all(|line| line.starts_with(':')) {
+            continue; // a keep-alive comment
+        }
         let mut name = None;
         let mut data = None;
         for line in frame.lines() {
