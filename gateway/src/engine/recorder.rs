@@ -15,7 +15,9 @@
 //!   non-background response whose client leaves. The model call stops with the dropped stream;
 //!   the record keeps the events written so far and the output items that were finished;
 //! - the final write failed (store down): `failed`, and the `error` event the client got takes the
-//!   final event's place (and sequence number) in the stored stream.
+//!   final event's place (and sequence number) in the stored stream when that event could not be
+//!   written either (if only the Response write failed, the stored stream keeps its final event
+//!   while the record says `failed`).
 //!
 //! A gateway killed mid-stream leaves its record `in_progress` (nothing runs to end it); resumed
 //! streams of such a record stop after `background.resume_idle_secs` without an event.
