@@ -158,6 +158,22 @@ async fn the_model_calls_python_and_answers_with_its_output() {
     let (_, plain) =
         post(&s.gateway, json!({"model": "m", "input": "hi", "tools": ci_tool()})).await;
     assert_eq!(plain["output"][0]["outputs"], Value::Null, "{plain}");
+
+    // Retrieval shows outputs only when asked for, whatever the create asked.
+    let get = |query: &'static str| {
+        let url =
+            format!("{}/{}{query}", s.gateway.responses_url(), body["id"].as_str().expect("id"));
+        async move {
+            let got: Value =
+                support::client().get(url).send().await.expect("get").json().await.expect("json");
+            got
+        }
+    };
+    assert_eq!(get("").await["output"][0]["outputs"], Value::Null);
+    assert_eq!(
+        get("?include[]=code_interpreter_call.outputs").await["output"][0]["outputs"],
+        json!([{"type": "logs", "logs": "42\n"}])
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,14 @@ use crate::store::{Order, Page};
 
 pub const MAX_LIMIT: usize = 100;
 
+/// Whether a query string names `value` in `include` (`include=v`, `include[]=v`, repeated).
+pub fn includes(query: Option<&str>, value: &str) -> bool {
+    query.unwrap_or("").split('&').any(|pair| {
+        let (key, v) = pair.split_once('=').unwrap_or((pair, ""));
+        matches!(key, "include" | "include[]" | "include%5B%5D" | "include%5b%5d") && v == value
+    })
+}
+
 /// Parses a list query string; unknown parameters (e.g. `include`) are ignored.
 pub fn page(query: Option<&str>) -> Result<Page, Error> {
     let mut page = Page::default();

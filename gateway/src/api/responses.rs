@@ -57,8 +57,16 @@ async fn list(state: AppState, request: Request) -> Result<Response, Error> {
     let principal = principal_of(&request)?;
     let page = list::page(request.uri().query())?;
     let listed = state.store.list_responses(&Access::of(&principal), &page).await?;
-    Ok(Json(list::body(listed.data.into_iter().map(|r| r.response).collect(), listed.has_more))
-        .into_response())
+    let responses = listed
+        .data
+        .into_iter()
+        .map(|r| {
+            let mut response = r.response;
+            super::resume::hide_code_interpreter_outputs(&mut response);
+            response
+        })
+        .collect();
+    Ok(Json(list::body(responses, listed.has_more)).into_response())
 }
 
 pub async fn delete(

@@ -176,6 +176,7 @@ pub async fn get(
     axum::extract::Extension(principal): axum::extract::Extension<crate::auth::Principal>,
     axum::extract::Path(id): axum::extract::Path<String>,
     axum::extract::Query(query): axum::extract::Query<GetQuery>,
+    axum::extract::RawQuery(raw_query): axum::extract::RawQuery,
 ) -> Result<Response, Error> {
     let access = Access::of(&principal);
     if query.stream {
@@ -186,5 +187,20 @@ pub async fn get(
         .get_response(&access, &id)
         .await?
         .ok_or_else(|| Error::NotFound { object: "response", id: id.clone() })?;
-    Ok(axum::Json(stored.response).into_response())
+    let mut response = stored.response;
+    if !super::list::includes(
+        raw_query.as_deref(),
+        crate::openresponses::code_interpreter::INCLUDE_OUTPUTS,
+    ) {
+        hide_code_interpreter_outputs(&mut response);
+    }
+    Ok(axum::Json(response).into_response())
+}
+
+/// The store keeps `code_interpreter_call` outputs (a chain's next turn reads them); clients
+/// see them only when they `include` them, as on create.
+pub(super) fn hide_code_interpreter_outputs(response: &mut Value) {
+    if let Some(output) = response.get_mut("output").and_then(Value::as_array_mut) {
+        crate::openresponses::response::hide_code_interpreter_outputs(output);
+    }
 }
