@@ -11,8 +11,9 @@
 //!   configured), scope checks (read/write, 403) and per-principal rate limits (429). Run by
 //!   `api`'s middleware on every route but the probes.
 //! - [`openresponses`]: the wire format: request parsing/validation, the Response object, events.
-//! - [`engine`]: ENGINE. Routes a request to its backend and builds the Response (and its event
-//!   stream) from what the model produces (`engine::builder`).
+//! - [`engine`]: ENGINE. Routes a request to its backend, runs the tool loop (model call,
+//!   server-side tool calls, model call again: `engine::tool_loop`) and builds the Response (and
+//!   its event stream) from what the model produces (`engine::builder`).
 //! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
 //!   Completions client and its request translation.
 //! - [`store`]: STORE. Responses (items, events, background queue state) and conversations,

@@ -7,8 +7,9 @@
 //! 2. backend accepted, no output yet: an `error` event (the response does not exist yet);
 //! 3. after `response.created`: `response.failed` with the response so far.
 //!
-//! Layout: `mod.rs` the turn and its storage; [`builder`] events into a Response; [`context`]
-//! what a request continues; [`recorder`] a stored stream's record and events while it runs.
+//! Layout: `mod.rs` the response and its storage; [`tool_loop`] the turns (model call, server
+//! tool calls, model call again...); [`builder`] events into a Response; [`context`] what a
+//! request continues; [`recorder`] a stored stream's record and events while it runs.
 
 pub mod builder;
 pub mod context;
