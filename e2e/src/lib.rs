@@ -14,12 +14,16 @@
 //! - [`security`]: the hardening every rendered pod spec must carry, as a list of problems.
 //! - [`kube_env`]: a real kube-apiserver + etcd from `scripts/kube-test-env.sh`, stopped on drop,
 //!   and a kubectl bound to it.
+//! - [`stack`]: the binaries as real processes (scripted backend, sandbox agent with dev-CA
+//!   SVIDs, gateway with `tools.code_interpreter`), ports from their log lines, killed on drop.
 //!
 //! Data flows one way: a test renders manifests with [`chart`], reads them with [`manifests`],
 //! checks them with [`security`] and [`chart::validate_offline`], and applies them to a
 //! [`kube_env::KubeEnv`].
 //!
-//! Test files: `tests/delivery_*.rs` cover issue 7 (delivery); end-to-end tests go beside them.
+//! Test files: `tests/delivery_*.rs` cover issue 7 (delivery); `tests/openai_sdk.rs` drives a
+//! [`stack::Stack`] with the official OpenAI Python SDK (`python/`); end-to-end tests go beside
+//! them.
 
 #![forbid(unsafe_code)]
 
@@ -27,5 +31,6 @@ pub mod chart;
 pub mod kube_env;
 pub mod manifests;
 pub mod security;
+pub mod stack;
 pub mod tools;
 pub mod workspace;

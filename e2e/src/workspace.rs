@@ -29,6 +29,11 @@ static BUILD: Mutex<()> = Mutex::new(());
 /// The workspace binary `name` of package `package`, built by cargo when the test build did not
 /// produce it already (`cargo nextest run --workspace` builds every binary).
 pub fn binary(package: &str, name: &str) -> PathBuf {
+    binary_with_features(package, name, &[])
+}
+
+/// [`binary`] for a binary that needs cargo features of its package (`required-features`).
+pub fn binary_with_features(package: &str, name: &str, features: &[&str]) -> PathBuf {
     let path = profile_dir().join(name);
     let _guard = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if path.is_file() {
@@ -38,6 +43,7 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     let status = Command::new(cargo)
         .current_dir(root())
         .args(["build", "--quiet", "-p", package, "--bin", name])
+        .args(features.iter().flat_map(|feature| ["--features", feature]))
         .env("CARGO_TARGET_DIR", profile_dir().parent().expect("target dir"))
         .status()
         .expect("run cargo build");
