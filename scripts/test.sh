@@ -9,7 +9,7 @@ export CARGO_INCREMENTAL=0
 
 scripts/install-test-deps.sh
 scripts/kube-test-env.sh build  # pool-manager tests start a real kube-apiserver (built once, cached)
-scripts/install-test-tools.sh >/dev/null  # e2e delivery tests: helm, kubectl, kubernetes-validate, hadolint
+scripts/install-test-tools.sh >/dev/null  # e2e tests: helm, kubectl, kubernetes-validate, hadolint, openai-python (OpenAI SDK)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
