@@ -41,11 +41,13 @@ per_engine!(
     a_client_disconnect_ends_the_stored_response,
     a_store_false_stream_leaves_no_trace,
     a_background_response_joins_its_conversation_when_it_finishes,
+    following_a_response_nobody_runs_gives_up_after_the_idle_limit,
 );
 
 /// A gateway in this process on a fresh store of `engine`, with its background workers.
 struct Env {
     url: String,
+    store: std::sync::Arc<dyn antwort_gateway::store::Store>,
     backend: ScriptedBackend,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -74,9 +76,10 @@ impl Env {
         // Small batches, so both the size and the time trigger write during these streams.
         raw.background.event_batch = 4;
         raw.background.event_flush_ms = 30;
+        raw.background.resume_idle_secs = 2.0;
         let config = raw.validate().expect("test config is valid");
         let store = antwort_gateway::open_store(&config).await.expect("store opens");
-        let app = antwort_gateway::build_app(&config, store).expect("gateway builds");
+        let app = antwort_gateway::build_app(&config, store.clone()).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -87,7 +90,7 @@ impl Env {
             let _ =
                 antwort_gateway::serve_app(listener, app, shutdown, Duration::from_secs(5)).await;
         });
-        Self { url, backend, _dir: dir, shutdown: Some(tx) }
+        Self { url, store, backend, _dir: dir, shutdown: Some(tx) }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -402,4 +405,53 @@ async fn a_background_response_joins_its_conversation_when_it_finishes(engine: E
         .await;
     assert_eq!(status, 404, "{body}");
     support::assert_error_envelope(&body, 404, "not_found");
+}
+
+async fn following_a_response_nobody_runs_gives_up_after_the_idle_limit(engine: Engine) {
+    use antwort_gateway::store::{NewResponse, Owner, StoredEvent};
+    let env = Env::start(engine).await;
+    // What a gateway killed mid-stream leaves behind: an in_progress record with some events.
+    // (`auth.mode: none` acts as this owner.)
+    let owner = Owner { tenant: "default".into(), user: "anonymous".into() };
+    let id = "resp_abandoned0001";
+    let response = json!({
+        "id": id, "object": "response", "status": "in_progress",
+        "background": false, "store": true, "output": [],
+    });
+    env.store
+        .save_response(&NewResponse {
+            id: id.into(),
+            owner: owner.clone(),
+            created_at: 1,
+            status: antwort_gateway::openresponses::response::ResponseStatus::InProgress,
+            previous_response_id: None,
+            conversation_id: None,
+            response: response.clone(),
+            input: Vec::new(),
+            request: None,
+        })
+        .await
+        .expect("saved");
+    let events: Vec<StoredEvent> = ["response.created", "response.in_progress"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| StoredEvent {
+            sequence_number: i as u64,
+            event: json!({"type": kind, "response": response, "sequence_number": i}),
+        })
+        .collect();
+    env.store.append_events(&owner, id, &events).await.expect("appended");
+
+    let started = Instant::now();
+    let followed = env.resume(id, None).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "took {waited:?}");
+    let stored: Vec<Value> = events.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(followed.events[..2], stored[..]);
+    assert_eq!(followed.events.len(), 3);
+    let stalled = followed.last();
+    assert_valid("ErrorStreamingEvent", stalled);
+    assert_eq!(stalled["error"]["code"], "stream_stalled");
+    assert_eq!(stalled["sequence_number"], 2);
 }
