@@ -6,7 +6,9 @@
 //! replicas never get the same one), runs it through the engine as a stream, and appends every
 //! event to the store (so `GET /v1/responses/{id}?stream=true` can replay and follow it) before
 //! writing the final Response. While it runs, the worker renews its lease (heartbeat) and polls
-//! for a cancel request.
+//! for a cancel request. A response created with `conversation` joins it (its input, then its
+//! output) with that final write, as a foreground one does; until then the conversation does not
+//! hold the turn, so the model's context is the conversation as it was before it.
 //!
 //! Failure policy (retry only when it is clean):
 //! - A worker that dies (kill -9, lost host) stops renewing its lease. The reaper of any replica
