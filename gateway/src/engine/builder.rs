@@ -238,6 +238,8 @@ impl ResponseBuilder {
                     input_tokens_details: InputTokensDetails {
                         cached_tokens: before.input_tokens_details.cached_tokens
                             + usage.input_tokens_details.cached_tokens,
+                        cache_write_tokens: before.input_tokens_details.cache_write_tokens
+                            + usage.input_tokens_details.cache_write_tokens,
                     },
                     output_tokens_details: OutputTokensDetails {
                         reasoning_tokens: before.output_tokens_details.reasoning_tokens

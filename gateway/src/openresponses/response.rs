@@ -93,6 +93,9 @@ pub struct Usage {
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct InputTokensDetails {
     pub cached_tokens: u64,
+    /// Tokens written to the backend's prompt cache. Chat Completions backends do not report it;
+    /// OpenAI's SDKs require the field (openai-python 3.x), so it is always present.
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]

@@ -313,6 +313,7 @@ fn usage_of(usage: ChatUsage) -> Usage {
         total_tokens: usage.total_tokens.unwrap_or(usage.prompt_tokens + usage.completion_tokens),
         input_tokens_details: InputTokensDetails {
             cached_tokens: usage.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: 0,
         },
         output_tokens_details: OutputTokensDetails {
             reasoning_tokens: usage

@@ -1,6 +1,8 @@
 //! A real `antwort-sandbox-agent` process (real Python, real mTLS with dev-CA SVIDs) for tests
 //! of the code interpreter.
 
+#![allow(dead_code)] // shared by test binaries and the code_interpreter bench, each using part of it
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
