@@ -22,3 +22,5 @@ pub mod pool_api;
 pub mod search_api;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;

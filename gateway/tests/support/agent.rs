@@ -17,44 +17,13 @@ pub const AGENT_ID: &str = "spiffe://antwort.test/ns/sandboxes/sa/sandbox-agent"
 pub const GATEWAY_ID: &str = "spiffe://antwort.test/ns/antwort/sa/gateway";
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The agent binary: `ANTWORT_SANDBOX_AGENT_BIN`, else built with the cargo running the tests
-/// into this test's target folder (a no-op after `cargo nextest run --workspace`).
+/// The agent binary (`ANTWORT_SANDBOX_AGENT_BIN`, else built into this test's target folder).
 pub fn agent_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ANTWORT_SANDBOX_AGENT_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("profile folder");
-    let target_dir = profile_dir.parent().expect("target folder");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--quiet", "-p", "antwort-sandbox-agent", "--bin", "antwort-sandbox-agent"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // Cargo's variables for this test (CARGO_PKG_NAME, ...) would reach build scripts that
-    // rerun when they change (ring), rebuilding half the graph for nothing.
-    const SET_BY_CARGO_FOR_TESTS: &[&str] = &[
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_CURRENT_DIR",
-        "OUT_DIR",
-    ];
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|n| SET_BY_CARGO_FOR_TESTS.iter().any(|p| n.starts_with(p))) {
-            command.env_remove(&name);
-        }
-    }
-    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        command.arg("--release");
-    }
-    assert!(command.status().expect("cargo build").success(), "building the agent failed");
-    profile_dir.join("antwort-sandbox-agent")
+    antwort_common::test_support::workspace_binary(
+        "antwort-sandbox-agent",
+        "antwort-sandbox-agent",
+        &[],
+    )
 }
 
 /// A real agent process; killed on drop.
