@@ -418,7 +418,13 @@ async fn a_client_that_leaves_stops_the_execution() {
         .expect("stream starts");
     let mut body = response.bytes_stream();
     let mut seen = String::new();
-    while !seen.contains("code_interpreter_call.interpreting") {
+    // Until the code runs and the stream was silent for a keep-alive since (the execution
+    // request is at the agent by then).
+    let running = |seen: &str| {
+        seen.find("code_interpreter_call.interpreting")
+            .is_some_and(|at| seen[at..].contains(": keep-alive"))
+    };
+    while !running(&seen) {
         use futures::StreamExt;
         let chunk = tokio::time::timeout(Duration::from_secs(60), body.next())
             .await
@@ -428,10 +434,36 @@ async fn a_client_that_leaves_stops_the_execution() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     drop(body);
+    // The gateway noticed: the stored record of the abandoned response ends `cancelled`.
+    let id = seen
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the response id in response.created")
+        .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Value = support::client()
+            .get(format!("{}/{id}", s.gateway.responses_url()))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if got["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned response stayed {}",
+            got["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The same container runs the next code at once: the sleeping execution was interrupted
     // (executions in one container take turns, so it would otherwise wait the minute out).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     s.backend.enqueue(python("print(x + 1)"));
     s.backend.enqueue(Script::text("2"));
     let started = std::time::Instant::now();

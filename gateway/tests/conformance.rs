@@ -50,7 +50,7 @@ async fn basic_text_non_streaming() {
     assert_eq!(
         body["usage"],
         json!({"input_tokens": 11, "output_tokens": 4, "total_tokens": 15,
-               "input_tokens_details": {"cached_tokens": 3}, "output_tokens_details": {"reasoning_tokens": 0}})
+               "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}})
     );
     let sent = &backend.requests()[0];
     assert_eq!(sent.body["messages"], json!([{"role": "user", "content": "Say hello"}]));

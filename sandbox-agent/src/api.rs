@@ -187,8 +187,16 @@ async fn execute(
     Path(id): Path<String>,
     AppJson(request): AppJson<ExecuteRequest>,
 ) -> Result<Response> {
-    let result =
-        state.sessions.execute(&id, &request.code, request.timeout_ms, &mut |_, _| {}).await?;
+    // Detached, as in `execute_stream`: if the client goes away mid-run, dropping this handler
+    // would drop the execution half-way (the session looking idle while Python still runs the
+    // code), so an interrupt would find nothing to stop and the next execution would queue
+    // behind the abandoned one. The task runs to the end (or to an interrupt) either way.
+    let sessions = state.sessions.clone();
+    let result = tokio::spawn(async move {
+        sessions.execute(&id, &request.code, request.timeout_ms, &mut |_, _| {}).await
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("the execution task failed: {e}")))??;
     Ok(Json(result).into_response())
 }
 
