@@ -243,20 +243,33 @@ impl AgentClient {
         timeout: Duration,
     ) -> Result<ExecuteResult, ToolFailure> {
         let timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
-        let response = self
-            .client
-            .post(self.url(&format!("/{session}/execute")))
-            .json(&ExecuteRequest { code: code.into(), timeout_ms: Some(timeout_ms) })
-            // The agent stops the code at `timeout`, then needs a moment to interrupt or kill it.
-            .timeout(timeout + self.request_timeout)
-            .send()
-            .await
-            .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
-        if response.status().is_success() {
-            return response.json().await.map_err(|e| unavailable("agent answer", e));
+        // An execution abandoned a moment ago (its response was cancelled) may still be winding
+        // down after its interrupt: the agent says `session_busy`, so try again shortly, for at
+        // most the request timeout.
+        let busy_until = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let response = self
+                .client
+                .post(self.url(&format!("/{session}/execute")))
+                .json(&ExecuteRequest { code: code.into(), timeout_ms: Some(timeout_ms) })
+                // The agent stops the code at `timeout`, then needs a moment to interrupt or
+                // kill it.
+                .timeout(timeout + self.request_timeout)
+                .send()
+                .await
+                .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
+            if response.status().is_success() {
+                return response.json().await.map_err(|e| unavailable("agent answer", e));
+            }
+            let (status, _, code, message) = error_of(response).await;
+            if code == "session_busy" && tokio::time::Instant::now() + pause < busy_until {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+                continue;
+            }
+            return Err(unavailable("execution refused", format!("{status} {code}: {message}")));
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("execution refused", format!("{status} {code}: {message}")))
     }
 
     /// Stops a running execution (best effort: the session may already be idle).
