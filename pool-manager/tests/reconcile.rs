@@ -64,8 +64,6 @@ async fn never_more_than(env: &KubeEnv, pool: &str, max: usize, for_how_long: Du
     }
 }
 
-const AGENT_ID: &str = "spiffe://antwort.test/ns/default/sa/default";
-
 /// The test CA, a manager identity from it, and a free port every agent of this test uses (each
 /// on its own loopback address).
 struct Cluster {
@@ -136,6 +134,7 @@ async fn kube_claims_warm_up_execute_release_and_reset() {
     stack::claim_execute_release_destroy(&api, &cluster.clients, "py", 2).await;
     stack::release_resets_and_returns(&api, &cluster.clients, "reuse").await;
     stack::drained_pool_answers_429(&api, "small", 2).await;
+    stack::expired_claim_is_reclaimed(&api, &cluster.clients, "py", 2).await;
     stack::bad_requests_get_the_envelope(&api).await;
     stack::only_the_gateway_gets_in(&api, &cluster.clients).await;
 
@@ -221,7 +220,27 @@ async fn two_replicas_one_leader_no_pod_handed_out_twice_and_restart_adopts() {
     }
     follower_api.wait_ready("ha", 4).await;
     never_more_than(env, "ha", 4, Duration::from_secs(2)).await;
+
+    // A restart (the only replica stops, a new one starts) adopts the pods as they are: no pod
+    // created or deleted, and a claim made before the restart is still served after it.
+    let held = follower_api.claim_ok("ha", "across-restart").await;
+    let pods_before = names(&env.live_pods("ha").await);
     follower.stop().await;
+    let restarted = cluster.manager().await;
+    let api = cluster.api(&restarted);
+    eventually("the restarted manager leads", || async { restarted.is_leader().await }).await;
+    never_more_than(env, "ha", 4, Duration::from_secs(2)).await;
+    assert_eq!(names(&env.live_pods("ha").await), pods_before, "adopted: none created or deleted");
+    let status = api.pool("ha").await;
+    assert_eq!((status.ready, status.claimed, status.starting), (3, 1, 0), "{status:?}");
+    let again = api.claim_ok("ha", "across-restart").await;
+    assert_eq!((again.claim_id.as_str(), again.reused), (held.claim_id.as_str(), true));
+    assert_eq!(api.renew(&held.claim_id).await.status(), 200);
+    let (_, result) = stack::execute(&cluster.clients, &held, "print('adopted')").await;
+    assert_eq!(result.stdout, "adopted\n", "{result:?}");
+    assert_eq!(api.release(&held.claim_id).await, 204);
+    api.wait_ready("ha", 4).await;
+    restarted.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

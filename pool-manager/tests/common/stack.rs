@@ -1,7 +1,8 @@
 //! Runtime-independent pieces of the claim tests: the agent binary, a manager served in-process
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 //! on port 0, mTLS clients for the gateway (and for an intruder), and the claim scenarios shared
 //! by the local and the Kubernetes runtime. They talk to the manager only through its API.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,12 +24,39 @@ pub const GATEWAY_ID: &str = "spiffe://antwort.test/ns/antwort/sa/gateway";
 pub const INTRUDER_ID: &str = "spiffe://antwort.test/ns/antwort/sa/intruder";
 pub const MANAGER_ID: &str = "spiffe://antwort.test/ns/antwort/sa/pool-manager";
 
-/// The workspace-built `antwort-sandbox-agent`, built once per test process with the cargo
-/// that runs the tests (a no-op when `cargo nextest run --workspace` already built it).
+/// The workspace-built `antwort-sandbox-agent`: `ANTWORT_SANDBOX_AGENT_BIN` if set, else built once
+/// per test process with the cargo that runs the tests, into the tests' own target folder.
+///
+/// After `cargo nextest run --workspace` (or any earlier build) this is a no-op of well under a
+/// second. On a cold target folder, `cargo nextest run -p antwort-pool-manager` does not build the
+/// agent, so the first test to get here builds it and its whole dependency tree (several minutes
+/// on two cores; the other test processes wait on cargo's lock meanwhile). That is what looked
+/// like a hang when this ran with `--quiet`: cargo's progress and lock notices now reach stderr.
+/// The environment is inherited (RUSTFLAGS and friends must match the test build) except what
+/// cargo sets for the test process itself: build scripts such as ring's declare
+/// `rerun-if-env-changed=CARGO_PKG_NAME` (and more), so passing those on would rebuild ring and
+/// everything above it here, and again in the next test build.
 pub fn agent_binary() -> PathBuf {
+    /// What cargo sets for a crate's tests (The Cargo Book, "Environment variables Cargo sets
+    /// for crates"), by prefix.
+    const SET_BY_CARGO_FOR_TESTS: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
+            if let Some(path) = std::env::var_os("ANTWORT_SANDBOX_AGENT_BIN") {
+                let path = PathBuf::from(path);
+                assert!(path.is_file(), "ANTWORT_SANDBOX_AGENT_BIN={} is no file", path.display());
+                return path;
+            }
             let exe = std::env::current_exe().expect("the test executable's path");
             // <target>/<profile>/deps/<test>: the binary goes to <target>/<profile>/.
             let profile_dir = exe.parent().and_then(Path::parent).expect("a profile folder");
@@ -36,39 +64,30 @@ pub fn agent_binary() -> PathBuf {
             let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut command = Command::new(cargo);
-            // Only what cargo needs: the test runner's environment (CARGO_PKG_*, OUT_DIR, ...)
-            // would make cargo rebuild the agent's dependencies.
-            command.env_clear();
-            for name in [
-                "PATH",
-                "HOME",
-                "CARGO_HOME",
-                "RUSTUP_HOME",
-                "RUSTUP_TOOLCHAIN",
-                "CARGO_INCREMENTAL",
-                "TMPDIR",
-            ] {
-                if let Some(value) = std::env::var_os(name) {
-                    command.env(name, value);
-                }
-            }
             command
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "antwort-sandbox-agent",
-                    "--bin",
-                    "antwort-sandbox-agent",
-                ])
+                .args(["build", "-p", "antwort-sandbox-agent", "--bin", "antwort-sandbox-agent"])
                 .arg("--target-dir")
                 .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(std::process::Stdio::null());
+            for (name, _) in std::env::vars_os() {
+                let Some(text) = name.to_str() else { continue };
+                if SET_BY_CARGO_FOR_TESTS.iter().any(|prefix| text.starts_with(prefix)) {
+                    command.env_remove(&name);
+                }
+            }
             if profile == "release" {
                 command.arg("--release");
             }
+            let started = Instant::now();
             let status = command.status().expect("run cargo build for the agent");
             assert!(status.success(), "building antwort-sandbox-agent failed");
+            if started.elapsed() > Duration::from_secs(5) {
+                eprintln!(
+                    "pool-manager tests: built antwort-sandbox-agent in {:.0?} (a one-off on a cold target folder)",
+                    started.elapsed()
+                );
+            }
             let binary = profile_dir.join("antwort-sandbox-agent");
             assert!(binary.is_file(), "{} was not built", binary.display());
             binary
@@ -182,10 +201,14 @@ pub struct Api {
 
 impl Api {
     pub async fn claim(&self, pool: &str, key: &str) -> reqwest::Response {
+        self.claim_with_ttl(pool, key, 300).await
+    }
+
+    pub async fn claim_with_ttl(&self, pool: &str, key: &str, ttl_secs: u64) -> reqwest::Response {
         let request = ClaimRequest {
             pool: pool.to_owned(),
             session_key: key.to_owned(),
-            ttl_secs: Some(300),
+            ttl_secs: Some(ttl_secs),
         };
         self.client
             .post(format!("{}/v1/claims", self.base))
@@ -271,6 +294,20 @@ pub async fn execute(clients: &Clients, claim: &Claim, code: &str) -> (SessionIn
     (session, result)
 }
 
+/// Waits until the agent of `claim` no longer answers (its sandbox was destroyed).
+pub async fn wait_agent_gone(clients: &Clients, claim: &Claim) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agent = clients.agent(claim);
+    loop {
+        let answer = agent.get(format!("{}/v1/sessions", claim.agent_endpoint)).send().await;
+        if answer.is_err() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the destroyed agent still answers: {claim:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn envelope(response: reqwest::Response) -> ErrorEnvelope {
     response.json().await.expect("an error envelope")
 }
@@ -315,16 +352,7 @@ pub async fn claim_execute_release_destroy(
     // Destroyed: the pool refills, and a new claim gets a different sandbox... eventually the
     // old agent stops answering.
     api.wait_ready(pool, min_ready).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let agent = clients.agent(&claim);
-    loop {
-        let answer = agent.get(format!("{}/v1/sessions", claim.agent_endpoint)).send().await;
-        if answer.is_err() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the destroyed agent still answers");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_agent_gone(clients, &claim).await;
     let next = api.claim_ok(pool, "chain-2").await;
     assert_ne!(next.claim_id, claim.claim_id);
     assert_eq!(api.release(&next.claim_id).await, 204);
@@ -382,6 +410,41 @@ pub async fn drained_pool_answers_429(api: &Api, pool: &str, max: u32) {
     for claim in &claims {
         assert_eq!(api.release(&claim.claim_id).await, 204);
     }
+}
+
+/// Pool `pool` (destroy policy, `min_ready` warm): a claim nobody renews or releases is reclaimed
+/// by the manager once its ttl runs out: the claim is gone, its sandbox destroyed, the pool full.
+pub async fn expired_claim_is_reclaimed(
+    api: &Api,
+    clients: &Clients,
+    pool: &str,
+    min_ready: u32,
+) {
+    api.wait_ready(pool, min_ready).await;
+    let response = api.claim_with_ttl(pool, "short-lived", 1).await;
+    assert_eq!(response.status(), 200);
+    let claim: Claim = response.json().await.expect("a Claim");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(claim.expires_at <= now + 1, "a 1 s claim: {claim:?}");
+    let (_, result) = execute(clients, &claim, "print('still mine')").await;
+    assert_eq!(result.stdout, "still mine\n", "{result:?}");
+    // Nobody renews or releases it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = api.pool(pool).await;
+        if status.claimed == 0 && status.ready == min_ready && status.starting == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the expired claim was never reclaimed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = api.renew(&claim.claim_id).await;
+    assert_eq!(gone.status(), 404);
+    assert_eq!(envelope(gone).await.error.code, "claim_not_found");
+    wait_agent_gone(clients, &claim).await;
 }
 
 /// Bad requests get the envelope; unknown pools 404.
