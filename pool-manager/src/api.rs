@@ -18,10 +18,12 @@ use crate::error::Error;
 use crate::manager::Manager;
 use crate::runtime::Runtime;
 
-/// The claim API. Serve it with `MtlsServer` (which admits only the allowed callers).
+/// The claim API. Serve it with `MtlsServer` (which admits only the allowed callers). Its
+/// `/healthz` lets a caller check, with its own identity, that it gets through.
 pub fn claim_router<R: Runtime>(manager: Arc<Manager<R>>) -> Router {
     let limit = manager.claims.max_body_bytes;
     Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/claims", post(claim::<R>))
         .route("/v1/claims/{id}/renew", post(renew::<R>))
         .route("/v1/claims/{id}", delete(release::<R>))

@@ -96,7 +96,7 @@ pub struct Manager<R: Runtime> {
     /// Sandboxes whose warm-up or reset is running in this process.
     pub(crate) warming: Mutex<HashSet<String>>,
     /// One claim at a time per (pool, session key) in this replica.
-    session_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    session_locks: SessionLocks,
 }
 
 impl<R: Runtime> Manager<R> {
@@ -156,6 +156,9 @@ impl<R: Runtime> Manager<R> {
     }
 }
 
+/// One async lock per (pool, session key) in use.
+type SessionLocks = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
+
 pub(crate) struct WaitingGuard<'a> {
     waiting: &'a Mutex<HashMap<String, u32>>,
     pool: String,
@@ -174,7 +177,7 @@ impl Drop for WaitingGuard<'_> {
 }
 
 pub(crate) struct SessionGuard<'a> {
-    locks: &'a Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: &'a SessionLocks,
     key: (String, String),
     _guard: tokio::sync::OwnedMutexGuard<()>,
     lock: Arc<tokio::sync::Mutex<()>>,

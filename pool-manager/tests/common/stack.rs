@@ -59,9 +59,11 @@ pub fn agent_binary() -> PathBuf {
             }
             let exe = std::env::current_exe().expect("the test executable's path");
             // <target>/<profile>/deps/<test>: the binary goes to <target>/<profile>/.
-            let profile_dir = exe.parent().and_then(Path::parent).expect("a profile folder");
-            let target_dir = profile_dir.parent().expect("a target folder");
-            let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+            let own_profile_dir = exe.parent().and_then(Path::parent).expect("a profile folder");
+            let target_dir = own_profile_dir.parent().expect("a target folder");
+            let own_profile = own_profile_dir.file_name().and_then(|n| n.to_str());
+            let profile = AGENT_PROFILE.get().copied().or(own_profile).unwrap_or("debug");
+            let profile_dir = target_dir.join(profile);
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut command = Command::new(cargo);
             command
@@ -93,6 +95,15 @@ pub fn agent_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// Set by [`prefer_dev_agent`]: the cargo profile folder the agent is built into.
+static AGENT_PROFILE: OnceLock<&'static str> = OnceLock::new();
+
+/// Builds (or reuses) the agent in the dev profile even when the caller runs in release (the
+/// benchmark: a release build of the agent's dependency tree would take longer than the run).
+pub fn prefer_dev_agent() {
+    let _ = AGENT_PROFILE.set("debug");
 }
 
 /// A uid base for sandboxes no other test process uses at the same time.
@@ -414,12 +425,7 @@ pub async fn drained_pool_answers_429(api: &Api, pool: &str, max: u32) {
 
 /// Pool `pool` (destroy policy, `min_ready` warm): a claim nobody renews or releases is reclaimed
 /// by the manager once its ttl runs out: the claim is gone, its sandbox destroyed, the pool full.
-pub async fn expired_claim_is_reclaimed(
-    api: &Api,
-    clients: &Clients,
-    pool: &str,
-    min_ready: u32,
-) {
+pub async fn expired_claim_is_reclaimed(api: &Api, clients: &Clients, pool: &str, min_ready: u32) {
     api.wait_ready(pool, min_ready).await;
     let response = api.claim_with_ttl(pool, "short-lived", 1).await;
     assert_eq!(response.status(), 200);
