@@ -17,6 +17,9 @@ use crate::manager::Manager;
 use crate::runtime::{Lifecycle, Marks, Phase, Pool, Runtime, Sandbox};
 use crate::state::{Counts, SandboxState, classify, now_millis, now_secs, to_create};
 
+/// How long a sandbox whose agent failed its warm-up waits before the next attempt.
+const WARM_UP_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// Runs passes while this replica leads, until `shutdown`. Warm-ups and resets run as tasks owned
 /// here (a slow agent never holds up the other pools); they are aborted on shutdown.
 pub async fn run<R: Runtime>(manager: Arc<Manager<R>>, shutdown: impl Future<Output = ()>) {
@@ -145,18 +148,22 @@ impl<R: Runtime> Manager<R> {
             let manager = self.clone();
             let (pool, sandbox) = (pool.clone(), sandbox.clone());
             tasks.spawn(async move {
-                manager.warm_up(&pool, &sandbox, resetting).await;
+                if !manager.warm_up(&pool, &sandbox, resetting).await {
+                    // An agent that is not listening yet fails at once; without a pause every
+                    // pass (each woken by the previous failure) would retry it in a tight loop.
+                    tokio::time::sleep(WARM_UP_RETRY_PAUSE).await;
+                }
                 manager.warming.lock().expect("never poisoned").remove(&sandbox.name);
                 manager.pulse.beat();
             });
         }
     }
 
-    /// Warms up (or resets) one sandbox and marks it ready. A failed warm-up is retried on later
-    /// passes until the warm-up deadline; a failed reset deletes the sandbox (it could not prove
-    /// that nothing of the last caller is left).
-    async fn warm_up(&self, pool: &Pool, sandbox: &Sandbox, resetting: bool) {
-        let Phase::Running { endpoint, spiffe_id } = &sandbox.phase else { return };
+    /// Warms up (or resets) one sandbox and marks it ready; `false` when the agent failed. A failed
+    /// warm-up is retried on later passes until the warm-up deadline; a failed reset deletes the
+    /// sandbox (it could not prove that nothing of the last caller is left).
+    async fn warm_up(&self, pool: &Pool, sandbox: &Sandbox, resetting: bool) -> bool {
+        let Phase::Running { endpoint, spiffe_id } = &sandbox.phase else { return true };
         let kind = pool.spec.kind;
         let result = if resetting {
             self.agents.reset(endpoint, spiffe_id, kind).await
@@ -170,7 +177,7 @@ impl<R: Runtime> Manager<R> {
             if resetting && let Err(error) = self.runtime.delete(pool, sandbox).await {
                 warn!(sandbox = %sandbox.name, %error, "could not delete a sandbox that failed its reset");
             }
-            return;
+            return false;
         }
         let since_ms = match (resetting, sandbox.marks.resetting_since) {
             (true, Some(since)) => since * 1000,
@@ -194,6 +201,7 @@ impl<R: Runtime> Manager<R> {
             }
             Err(error) => warn!(sandbox = %sandbox.name, %error, "could not mark a sandbox ready"),
         }
+        true
     }
 
     /// Writes `marks` if the sandbox is still in the lifecycle it was warmed up in. Its version may
