@@ -18,7 +18,7 @@ use crate::runtime::{Lifecycle, Marks, Phase, Pool, Runtime, Sandbox};
 use crate::state::{Counts, SandboxState, classify, now_millis, now_secs, to_create};
 
 /// How long a sandbox whose agent failed its warm-up waits before the next attempt.
-const WARM_UP_RETRY_PAUSE: Duration = Duration::from_millis(200);
+const WARM_UP_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Runs passes while this replica leads, until `shutdown`. Warm-ups and resets run as tasks owned
 /// here (a slow agent never holds up the other pools); they are aborted on shutdown.
