@@ -26,6 +26,19 @@ fn profile_dir() -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
+/// What cargo sets for a crate's tests (The Cargo Book, "Environment variables Cargo sets for
+/// crates"), by prefix.
+const SET_BY_CARGO_FOR_TESTS: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 /// The workspace binary `name` of package `package`, built by cargo when the test build did not
 /// produce it already (`cargo nextest run --workspace` builds every binary).
 pub fn binary(package: &str, name: &str) -> PathBuf {
@@ -35,12 +48,20 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         return path;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .current_dir(root())
         .args(["build", "--quiet", "-p", package, "--bin", name])
-        .env("CARGO_TARGET_DIR", profile_dir().parent().expect("target dir"))
-        .status()
-        .expect("run cargo build");
+        .env("CARGO_TARGET_DIR", profile_dir().parent().expect("target dir"));
+    // What cargo sets for this test crate would leak into build scripts that rerun on it (ring
+    // reruns on CARGO_PKG_*), rebuilding them for every other crate's build.
+    for (var, _) in std::env::vars_os() {
+        let Some(text) = var.to_str() else { continue };
+        if SET_BY_CARGO_FOR_TESTS.iter().any(|prefix| text.starts_with(prefix)) {
+            command.env_remove(&var);
+        }
+    }
+    let status = command.status().expect("run cargo build");
     assert!(status.success(), "cargo build -p {package} --bin {name} failed");
     assert!(path.is_file(), "cargo built {name} but it is not at {}", path.display());
     path
