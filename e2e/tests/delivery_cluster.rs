@@ -1,19 +1,25 @@
 //! The chart and the overlays against a real kube-apiserver (1.20, from
 //! `scripts/kube-test-env.sh`): server-side dry-run of everything they render, then a real
 //! `helm install` with the workspace's pool manager, run as the chart's ServiceAccount with the
-//! chart's arguments, filling the pools the values ask for while the test plays the kubelet.
+//! chart's arguments and environment, filling the pools the values ask for while the test plays
+//! the kubelet (`kubelet/`: a real `antwort-sandbox-agent` per pod, so every pod counts as ready
+//! only after the manager's warm-up execution over mTLS).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use antwort_common::identity::dev_ca::DevCa;
 use antwort_e2e::chart::{self, NAMESPACE, RELEASE};
 use antwort_e2e::kube_env::{KubeEnv, eventually};
 use antwort_e2e::manifests::{self, get, pod_spec};
 use antwort_e2e::security::{PodRole, pod_problems};
 use antwort_e2e::{tools, workspace};
 use serde_json::Value;
+
+mod kubelet;
+use kubelet::Kubelet;
 
 fn json(command: &mut Command) -> Value {
     serde_json::from_str(&tools::stdout(command)).expect("kubectl -o json prints JSON")
@@ -209,57 +215,20 @@ fn service_account_kubeconfig(env: &KubeEnv, namespace: &str, account: &str) -> 
     path
 }
 
-/// Plays the kubelet: every pool pod not yet running becomes Running and Ready.
-fn start_pods(env: &KubeEnv, namespace: &str) {
-    let pods = json(env.kubectl().args([
-        "get",
-        "pods",
-        "-n",
-        namespace,
-        "-l",
-        "app.kubernetes.io/managed-by=antwort-pool-manager",
-        "-o",
-        "json",
-    ]));
-    for pod in pods["items"].as_array().expect("items") {
-        if pod["status"]["phase"] == "Running" || pod["metadata"]["deletionTimestamp"].is_string() {
-            continue;
-        }
-        let status = serde_json::json!({ "status": {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "conditions": [{ "type": "Ready", "status": "True" }],
-        }});
-        // The pod may be gone by now; the next round sees that.
-        let _ = tools::output(
-            env.kubectl()
-                .args([
-                    "patch",
-                    "pod",
-                    manifests::name(pod),
-                    "-n",
-                    namespace,
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                ])
-                .arg(status.to_string()),
-        );
-    }
-}
-
-/// Waits until every pool reports `ready` equal to its minReady, playing the kubelet meanwhile.
+/// Waits until every pool reports `ready` equal to its minReady (which takes a warm-up execution
+/// over mTLS against each pod's agent), playing the kubelet meanwhile.
 fn wait_for_pools(
     env: &KubeEnv,
     namespace: &str,
     expected: &BTreeMap<&str, u64>,
     manager: &Manager,
+    kubelet: &mut Kubelet,
 ) {
     eventually(
         &format!("pools {expected:?} to be filled"),
         Duration::from_secs(90),
         || {
-            start_pods(env, namespace);
+            kubelet.sync(env);
             let pools =
                 json(env.kubectl().args(["get", "sandboxpools", "-n", namespace, "-o", "json"]));
             let ready: BTreeMap<String, u64> = pools["items"]
@@ -332,8 +301,10 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
     // ServiceAccount, which the sandbox pods use.
     tools::stdout(env.kubectl().args(["create", "serviceaccount", "default", "-n", sandbox_ns]));
 
-    // The pool manager exactly as the chart runs it: its arguments and literal environment, with
-    // the chart's ServiceAccount (so the chart's RBAC is what lets it work).
+    // The pool manager as the chart runs it: its arguments and literal environment, with the
+    // chart's ServiceAccount (so the chart's RBAC is what lets it work). Only what the pod gets
+    // from its node is replaced: the SVID mounted where the chart points the identity (here a
+    // dev-CA SVID for the chart's SPIFFE ID), and loopback listeners on ports the OS picks.
     let manifest = manifests::parse(&tools::stdout(
         env.helm().args(["get", "manifest", RELEASE, "-n", NAMESPACE]),
     ));
@@ -341,6 +312,41 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
     let spec = pod_spec(deployment).expect("pod spec");
     let container = &spec["containers"][0];
     let account = spec["serviceAccountName"].as_str().expect("serviceAccountName");
+    let chart_env: BTreeMap<String, Option<String>> =
+        manifests::env(container).into_iter().collect();
+    let literal = |name: &str| {
+        chart_env
+            .get(name)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| panic!("the chart sets {name} for the pool manager"))
+    };
+    assert_eq!(literal("ANTWORT_IDENTITY__SOURCE"), "files");
+    let svid_mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|mount| mount["name"] == "spiffe-svid")
+        .expect("the SVID volume is mounted");
+    assert_eq!(
+        svid_mount["mountPath"].as_str(),
+        Some(literal("ANTWORT_IDENTITY__DIR").as_str()),
+        "the identity is read where the SVID is mounted"
+    );
+    let trust_domain = literal("ANTWORT_RUNTIME__TRUST_DOMAIN");
+    assert_eq!(literal("ANTWORT_RUNTIME__NAMESPACE"), sandbox_ns);
+    let ca = DevCa::new(&trust_domain).expect("a development CA");
+    let svid_dir = env.dir().join("pool-manager-svid");
+    ca.write_svid(&format!("spiffe://{trust_domain}/ns/{NAMESPACE}/sa/{account}"), &svid_dir)
+        .expect("the pool manager's SVID");
+    // Agents listen on their own loopback addresses, all on this port (the pods' agent port).
+    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    // Declared before the manager: dropped after it, so nothing recreates what it stops.
+    let mut kubelet = Kubelet::new(sandbox_ns, ca, agent_port);
+
     let kubeconfig = service_account_kubeconfig(&env, NAMESPACE, account);
     let log = env.dir().join("pool-manager.log");
     let mut command =
@@ -349,14 +355,26 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
     for arg in container["args"].as_array().into_iter().flatten() {
         command.arg(arg.as_str().expect("arg"));
     }
-    for (name, value) in manifests::env(container) {
-        command.env(name, value.unwrap_or_else(|| "antwort-pool-manager-0".to_owned()));
+    for (name, value) in &chart_env {
+        command.env(name, value.clone().unwrap_or_else(|| "antwort-pool-manager-0".to_owned()));
     }
+    command
+        .env("ANTWORT_IDENTITY__DIR", &svid_dir)
+        .env("ANTWORT_SERVER__LISTEN", "127.0.0.1:0")
+        .env("ANTWORT_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("ANTWORT_RUNTIME__AGENT_PORT", agent_port.to_string());
     let log_file = std::fs::File::create(&log).expect("the log file");
     command.stdout(log_file.try_clone().expect("log")).stderr(log_file);
     let manager = Manager { child: command.spawn().expect("start antwort-pool-manager"), log };
 
-    wait_for_pools(&env, sandbox_ns, &BTreeMap::from([("python", 2), ("web", 1)]), &manager);
+    wait_for_pools(
+        &env,
+        sandbox_ns,
+        &BTreeMap::from([("python", 2), ("web", 1)]),
+        &manager,
+        &mut kubelet,
+    );
+    assert_eq!(kubelet.running(), 3, "one agent per live pod");
 
     // Every pod the manager created is hardened, and carries what the pool asked for.
     let pods = json(env.kubectl().args(["get", "pods", "-n", sandbox_ns, "-o", "json"]));
@@ -377,7 +395,13 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
             .arg(&values)
             .args(["--set", "pools[0].minReady=3"]),
     );
-    wait_for_pools(&env, sandbox_ns, &BTreeMap::from([("python", 3), ("web", 1)]), &manager);
+    wait_for_pools(
+        &env,
+        sandbox_ns,
+        &BTreeMap::from([("python", 3), ("web", 1)]),
+        &manager,
+        &mut kubelet,
+    );
 
     // The ServiceAccount may do what the manager needs in the sandbox namespace, nothing else.
     let subject = format!("system:serviceaccount:{NAMESPACE}:{account}");
@@ -398,4 +422,5 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
     assert!(!can("create", "sandboxpools.antwort.dev", sandbox_ns), "pools are the operator's");
     assert!(!can("list", "nodes", "default"), "nothing cluster-wide");
     drop(manager);
+    drop(kubelet);
 }

@@ -1,27 +1,32 @@
-//! `antwort-pool-manager`: parse the command line, then either print the CRD (`crd`) or run the
-//! controller against the cluster from the kubeconfig (or in-cluster config) until SIGTERM/SIGINT.
+//! `antwort-pool-manager`: parse the command line, then either print the CRD (`crd`) or load and
+//! validate the config (exit 64 on any problem, before anything binds) and serve until
+//! SIGTERM/SIGINT.
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use antwort_pool_manager::{ManagerConfig, crd};
+use antwort_pool_manager::{Config, crd, server};
 
-/// Keeps pools of warm, hardened sandbox pods (SandboxPool custom resources) on Kubernetes.
+/// Keeps pools of warm, hardened sandboxes (on Kubernetes, or as local agent processes) and
+/// hands them out through an mTLS claim API.
+///
+/// Configuration: a YAML file (--config) plus ANTWORT_* environment overrides, `__` between
+/// levels (ANTWORT_CLAIMS__WAIT_MS=5000).
 #[derive(Debug, Parser)]
 #[command(name = "antwort-pool-manager", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Watch this namespace only (default: every namespace).
-    #[arg(long, env = "ANTWORT_POOL_NAMESPACE")]
-    namespace: Option<String>,
-    /// Re-check every pool at least this often, in seconds.
-    #[arg(long, default_value_t = 30)]
-    resync_seconds: u64,
+    /// The YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Load and validate the configuration, then exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -44,22 +50,36 @@ fn main() -> ExitCode {
         .init();
     // One process-wide crypto provider (ring) for every TLS user, set before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = ManagerConfig {
-        namespace: cli.namespace,
-        resync: Duration::from_secs(cli.resync_seconds.max(1)),
-        ..ManagerConfig::default()
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("antwort-pool-manager: {error}");
+            return ExitCode::from(64);
+        }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if cli.check {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("antwort-pool-manager: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|error| antwort_pool_manager::Error::ClientConfig(error.to_string()))?;
-        antwort_pool_manager::run(client, config, antwort_common::shutdown::signal()).await
+        let listeners = server::Listeners::bind(&config).await?;
+        server::run(config, None, listeners, antwort_common::shutdown::signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(antwort_pool_manager::Error::Config(error)) => {
+            eprintln!("antwort-pool-manager: {error}");
+            ExitCode::from(64)
+        }
         Err(error) => {
-            tracing::error!(%error, "pool manager failed");
+            eprintln!("antwort-pool-manager: {error}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,6 @@
-//! One sandbox pod: how it is rendered from its pool (hardened by construction) and how a pod found
-//! in the cluster is classified. Everything the manager knows about a pod is in its labels,
-//! annotations and status, so a restarted manager reads the same state back.
+//! One sandbox pod: how it is rendered from its pool (hardened by construction), and how the
+//! manager's [`Marks`] are stored on it. Everything the manager knows about a pod is in its labels,
+//! annotations and status, so any replica, or a restarted manager, reads the same state back.
 
 use std::collections::BTreeMap;
 
@@ -12,25 +12,31 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::SandboxPool;
+use crate::runtime::{ClaimMarks, Lifecycle, Marks};
 
 /// Names the pool a pod belongs to; the manager's pod watch and lists select on it.
 pub const LABEL_POOL: &str = "antwort.dev/pool";
-/// `warm` until claimed, then `claimed` (set by the claim API, later).
+/// The sandbox's [`Lifecycle`]: `starting`, `ready`, `claimed` or `resetting`.
 pub const LABEL_STATE: &str = "antwort.dev/state";
+/// The id of the claim holding the pod (a label, so a claim is found with a selector).
+pub const LABEL_CLAIM: &str = "antwort.dev/claim";
 pub const LABEL_KIND: &str = "antwort.dev/kind";
 /// `true`/`false`: NetworkPolicies select on it to allow or deny egress.
 pub const LABEL_EGRESS: &str = "antwort.dev/egress";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER_NAME: &str = "antwort-pool-manager";
-pub const STATE_WARM: &str = "warm";
-pub const STATE_CLAIMED: &str = "claimed";
 /// The pool generation a pod was rendered from, for rolling pools onto a new spec (later).
 pub const ANNOTATION_POOL_GENERATION: &str = "antwort.dev/pool-generation";
+pub const ANNOTATION_READY_AT_MS: &str = "antwort.dev/ready-at-ms";
+pub const ANNOTATION_RESETTING_SINCE: &str = "antwort.dev/resetting-since";
+pub const ANNOTATION_SESSION_KEY: &str = "antwort.dev/session-key";
+pub const ANNOTATION_CLAIMED_AT_MS: &str = "antwort.dev/claimed-at-ms";
+pub const ANNOTATION_CLAIM_EXPIRES_AT: &str = "antwort.dev/claim-expires-at";
+pub const ANNOTATION_CLAIM_LAST_USED: &str = "antwort.dev/claim-last-used";
 
 /// The uid and gid the sandbox runs as; the image must own nothing it needs to write.
 pub const SANDBOX_UID: i64 = 65532;
@@ -38,86 +44,90 @@ pub const AGENT_PORT: i32 = 8443;
 pub const ADMIN_PORT: i32 = 9090;
 pub const WORKSPACE_PATH: &str = "/mnt/data";
 
-/// Where a pod stands, as seen in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodState {
-    /// Warm and passed its warm-up: can be claimed.
-    Ready,
-    /// Handed out to a caller.
-    Claimed,
-    /// Created, not ready yet.
-    Starting,
-    /// Crashed, finished, or otherwise unusable: to be deleted and replaced.
-    Failed,
-    /// Older than the pool's max lifetime: to be deleted and replaced.
-    Expired,
-    /// Being deleted; still occupies a slot under `maxPods` until it is gone.
-    Terminating,
-}
-
 /// The label selector for the pods of `pool_name`.
 pub fn pool_selector(pool_name: &str) -> String {
     format!("{LABEL_POOL}={pool_name},{LABEL_MANAGED_BY}={MANAGER_NAME}")
 }
 
-/// Classifies `pod` of `pool` at `now`.
-pub fn classify(pool: &SandboxPool, pod: &Pod, now: Timestamp) -> PodState {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return PodState::Terminating;
+/// The pod's marks, read back from its labels and annotations.
+pub fn marks(pod: &Pod) -> Marks {
+    let labels = pod.labels();
+    let annotations = pod.annotations();
+    let number = |key: &str| annotations.get(key).and_then(|value| value.parse::<u64>().ok());
+    let lifecycle = labels
+        .get(LABEL_STATE)
+        .and_then(|value| Lifecycle::parse(value))
+        .unwrap_or(Lifecycle::Starting);
+    let claim = labels.get(LABEL_CLAIM).map(|id| ClaimMarks {
+        id: id.clone(),
+        session_key: annotations.get(ANNOTATION_SESSION_KEY).cloned().unwrap_or_default(),
+        claimed_at_ms: number(ANNOTATION_CLAIMED_AT_MS).unwrap_or(0),
+        expires_at: number(ANNOTATION_CLAIM_EXPIRES_AT).unwrap_or(0),
+        last_used: number(ANNOTATION_CLAIM_LAST_USED).unwrap_or(0),
+    });
+    Marks {
+        lifecycle,
+        ready_at: number(ANNOTATION_READY_AT_MS),
+        resetting_since: number(ANNOTATION_RESETTING_SINCE),
+        claim,
     }
-    let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref()).unwrap_or("Pending");
-    if phase == "Failed" || phase == "Succeeded" || any_container_terminated(pod) {
-        return PodState::Failed;
-    }
-    if let Some(created) = &pod.metadata.creation_timestamp {
-        let age = now.duration_since(created.0);
-        if age.as_secs() >= 0 && age.as_secs().unsigned_abs() >= pool.spec.max_lifetime_seconds {
-            return PodState::Expired;
+}
+
+/// A JSON merge patch writing `marks` (and removing what they leave out), conditional on
+/// `resource_version`: the API server refuses it with 409 when the pod changed since.
+pub fn marks_patch(marks: &Marks, resource_version: &str) -> serde_json::Value {
+    let text = |value: Option<String>| value.map_or(serde_json::Value::Null, Into::into);
+    let claim = marks.claim.as_ref();
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "labels": {
+                LABEL_STATE: marks.lifecycle.as_str(),
+                LABEL_CLAIM: text(claim.map(|c| c.id.clone())),
+            },
+            "annotations": {
+                ANNOTATION_READY_AT_MS: text(marks.ready_at.map(|v| v.to_string())),
+                ANNOTATION_RESETTING_SINCE: text(marks.resetting_since.map(|v| v.to_string())),
+                ANNOTATION_SESSION_KEY: text(claim.map(|c| c.session_key.clone())),
+                ANNOTATION_CLAIMED_AT_MS: text(claim.map(|c| c.claimed_at_ms.to_string())),
+                ANNOTATION_CLAIM_EXPIRES_AT: text(claim.map(|c| c.expires_at.to_string())),
+                ANNOTATION_CLAIM_LAST_USED: text(claim.map(|c| c.last_used.to_string())),
+            },
         }
-    }
-    if pod.labels().get(LABEL_STATE).map(String::as_str) == Some(STATE_CLAIMED) {
-        return PodState::Claimed;
-    }
-    if phase == "Running" && condition_true(pod, "Ready") && warmup_passed(pod) {
-        PodState::Ready
-    } else {
-        PodState::Starting
-    }
-}
-
-/// The warm-up check hook: a pod counts as ready only once its agent answered a real warm-up
-/// execution over mTLS. Until that call exists, the kubelet's (or the test harness's) `Ready`
-/// condition is all there is, and this accepts every pod that reached it.
-pub fn warmup_passed(_pod: &Pod) -> bool {
-    true
-}
-
-fn condition_true(pod: &Pod, type_: &str) -> bool {
-    pod.status.as_ref().and_then(|status| status.conditions.as_ref()).is_some_and(|conditions| {
-        conditions.iter().any(|condition| condition.type_ == type_ && condition.status == "True")
     })
 }
 
-/// A sandbox's container never restarts (restartPolicy Never): one that terminated has lost
-/// whatever state a caller relied on.
-fn any_container_terminated(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|status| status.container_statuses.as_ref()).is_some_and(
-        |statuses| {
-            statuses
-                .iter()
-                .any(|status| status.state.as_ref().is_some_and(|state| state.terminated.is_some()))
-        },
-    )
+/// Whether the pod (or its only container) ended: a sandbox's container never restarts
+/// (restartPolicy Never), so one that terminated has lost whatever state a caller relied on.
+pub fn has_ended(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    if phase == "Failed" || phase == "Succeeded" {
+        return Some(format!("pod phase {phase}"));
+    }
+    status.container_statuses.iter().flatten().find_map(|container| {
+        let terminated = container.state.as_ref()?.terminated.as_ref()?;
+        Some(format!("container {} exited with {}", container.name, terminated.exit_code))
+    })
+}
+
+/// The pod's IP once it runs.
+pub fn running_ip(pod: &Pod) -> Option<&str> {
+    let status = pod.status.as_ref()?;
+    (status.phase.as_deref() == Some("Running")).then_some(())?;
+    status.pod_ip.as_deref().filter(|ip| !ip.is_empty())
 }
 
 /// Renders a new warm pod for `pool`: named `<pool>-<random>` by the API server, owned by the pool
 /// (so deleting the pool deletes its pods, and pod events wake the pool's reconcile).
-pub fn render(pool: &SandboxPool) -> Pod {
+/// `extra_callers` (the manager itself, for warm-ups and resets) are allowed to call the agent on
+/// top of the pool's `allowedCallers`.
+pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
     let spec = &pool.spec;
     let pool_name = pool.name_any();
     let labels = BTreeMap::from([
         (LABEL_POOL.to_owned(), pool_name.clone()),
-        (LABEL_STATE.to_owned(), STATE_WARM.to_owned()),
+        (LABEL_STATE.to_owned(), Lifecycle::Starting.as_str().to_owned()),
         (LABEL_KIND.to_owned(), spec.kind.as_str().to_owned()),
         (LABEL_EGRESS.to_owned(), spec.egress.to_string()),
         (LABEL_MANAGED_BY.to_owned(), MANAGER_NAME.to_owned()),
@@ -159,7 +169,7 @@ pub fn render(pool: &SandboxPool) -> Pod {
                     container_port("agent", AGENT_PORT),
                     container_port("admin", ADMIN_PORT),
                 ]),
-                env: Some(agent_env(pool)),
+                env: Some(agent_env(pool, extra_callers)),
                 readiness_probe: Some(Probe {
                     http_get: Some(HTTPGetAction {
                         path: Some("/readyz".to_owned()),
@@ -204,10 +214,13 @@ pub fn render(pool: &SandboxPool) -> Pod {
 }
 
 /// The agent's configuration, as `ANTWORT_*` overrides (values are YAML scalars or flow lists).
-fn agent_env(pool: &SandboxPool) -> Vec<EnvVar> {
+fn agent_env(pool: &SandboxPool, extra_callers: &[String]) -> Vec<EnvVar> {
     let kind = pool.spec.kind;
-    let callers = serde_json::to_string(&pool.spec.allowed_callers)
-        .expect("a list of strings always serializes");
+    let mut callers = pool.spec.allowed_callers.clone();
+    callers.extend(
+        extra_callers.iter().filter(|id| !callers.contains(id)).cloned().collect::<Vec<_>>(),
+    );
+    let callers = serde_json::to_string(&callers).expect("a list of strings always serializes");
     let var = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -287,50 +300,61 @@ mod tests {
 
     #[test]
     fn pod_carries_pool_labels_and_agent_config() {
-        let pod = render(&pool(SandboxKind::FileSearch, true));
+        let pod = render(&pool(SandboxKind::FileSearch, true), &["spiffe://td/manager".to_owned()]);
         let labels = pod.labels();
         assert_eq!(labels[LABEL_POOL], "p");
-        assert_eq!(labels[LABEL_STATE], STATE_WARM);
+        assert_eq!(labels[LABEL_STATE], "starting");
         assert_eq!(labels[LABEL_KIND], "file-search");
         assert_eq!(labels[LABEL_EGRESS], "true");
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("p-"));
         let env = env(&pod);
         assert_eq!(env["ANTWORT_CAPABILITIES__FILE_SEARCH"], "true");
         assert_eq!(env["ANTWORT_CAPABILITIES__CODE"], "false");
-        assert_eq!(env["ANTWORT_SERVER__ALLOWED_CALLERS"], r#"["spiffe://td/gateway"]"#);
+        assert_eq!(
+            env["ANTWORT_SERVER__ALLOWED_CALLERS"],
+            r#"["spiffe://td/gateway","spiffe://td/manager"]"#
+        );
         assert_eq!(env["ANTWORT_WORKSPACE__ROOT"], WORKSPACE_PATH);
     }
 
     #[test]
-    fn classification_follows_phase_labels_and_age() {
-        let pool = pool(SandboxKind::Python, false);
-        let now = Timestamp::now();
-        let mut pod = render(&pool);
-        assert_eq!(classify(&pool, &pod, now), PodState::Starting);
+    fn marks_round_trip_through_labels_and_annotations() {
+        let mut pod = render(&pool(SandboxKind::Python, false), &[]);
+        assert_eq!(marks(&pod), Marks::default());
+        let written = Marks {
+            lifecycle: Lifecycle::Claimed,
+            ready_at: Some(1_700_000_000_123),
+            resetting_since: None,
+            claim: Some(ClaimMarks {
+                id: "c0ffee".into(),
+                session_key: "chain/with spaces".into(),
+                claimed_at_ms: 1_700_000_000_456,
+                expires_at: 1_700_000_600,
+                last_used: 1_700_000_001,
+            }),
+        };
+        // Apply the merge patch as the API server would (null removes a key).
+        let patch = marks_patch(&written, "42");
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        let apply = |map: &mut Option<BTreeMap<String, String>>, values: &serde_json::Value| {
+            let map = map.get_or_insert_default();
+            for (key, value) in values.as_object().expect("an object") {
+                match value.as_str() {
+                    Some(text) => map.insert(key.clone(), text.to_owned()),
+                    None => map.remove(key),
+                };
+            }
+        };
+        apply(&mut pod.metadata.labels, &patch["metadata"]["labels"]);
+        apply(&mut pod.metadata.annotations, &patch["metadata"]["annotations"]);
+        assert_eq!(marks(&pod), written);
 
-        pod.status = Some(
-            serde_json::from_value(serde_json::json!({
-                "phase": "Running",
-                "conditions": [{ "type": "Ready", "status": "True" }],
-            }))
-            .expect("status"),
-        );
-        assert_eq!(classify(&pool, &pod, now), PodState::Ready);
-
-        pod.metadata
-            .labels
-            .get_or_insert_default()
-            .insert(LABEL_STATE.to_owned(), STATE_CLAIMED.to_owned());
-        assert_eq!(classify(&pool, &pod, now), PodState::Claimed);
-
-        pod.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                now - std::time::Duration::from_secs(pool.spec.max_lifetime_seconds + 1),
-            ));
-        assert_eq!(classify(&pool, &pod, now), PodState::Expired);
-
-        pod.metadata.creation_timestamp = None;
-        pod.status.as_mut().expect("status").phase = Some("Failed".to_owned());
-        assert_eq!(classify(&pool, &pod, now), PodState::Failed);
+        let released =
+            Marks { lifecycle: Lifecycle::Resetting, resetting_since: Some(5), ..Marks::default() };
+        let patch = marks_patch(&released, "43");
+        apply(&mut pod.metadata.labels, &patch["metadata"]["labels"]);
+        apply(&mut pod.metadata.annotations, &patch["metadata"]["annotations"]);
+        assert_eq!(marks(&pod), released);
+        assert!(!pod.labels().contains_key(LABEL_CLAIM));
     }
 }

@@ -1,214 +1,276 @@
-//! The reconcile loop: a kube-rs `Controller` over `SandboxPool`s and the pods they own. Each pass
-//! reads the pool's pods from the API server (never from memory, so a restarted manager adopts
-//! what is there), deletes the unusable ones, creates what `minReady` asks within `maxPods`, and
-//! writes the counts to the pool's status subresource. One function per concern, called in that
-//! order by [`reconcile`].
+//! The reconcile loop, run by the leader only: on every change (and at least every
+//! `reconcile.interval_ms`) each pool's sandboxes are read fresh from the runtime (never from
+//! memory, so a restarted manager adopts what is there) and one function per concern acts:
+//! [`Manager::delete_unusable`] -> [`Manager::recycle_ended_claims`] -> [`Manager::start_warm_ups`]
+//! -> [`Manager::create_missing`] -> [`Manager::publish_status`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::crd::{PoolCondition, SandboxPool, SandboxPoolStatus};
-use crate::error::{Error, Result};
-use crate::pod::{self, PodState};
+use crate::crd::{PoolCondition, SandboxPoolStatus};
+use crate::error::Result;
+use crate::manager::Manager;
+use crate::runtime::{Lifecycle, Marks, Phase, Pool, Runtime, Sandbox};
+use crate::state::{Counts, SandboxState, classify, now_millis, now_secs, to_create};
 
-/// Where the manager looks for pools and how often it re-checks a quiet pool.
-#[derive(Debug, Clone)]
-pub struct ManagerConfig {
-    /// Watch pools (and pods) in this namespace only; `None`: every namespace.
-    pub namespace: Option<String>,
-    /// A pool is re-reconciled at least this often even without events (expiry, lost events).
-    pub resync: Duration,
-    /// Delay before retrying a pool whose reconcile failed.
-    pub retry: Duration,
-}
+/// How long a sandbox whose agent failed its warm-up waits before the next attempt.
+const WARM_UP_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-impl Default for ManagerConfig {
-    fn default() -> Self {
-        ManagerConfig {
-            namespace: None,
-            resync: Duration::from_secs(30),
-            retry: Duration::from_secs(5),
+/// Runs passes while this replica leads, until `shutdown`. Warm-ups and resets run as tasks owned
+/// here (a slow agent never holds up the other pools); they are aborted on shutdown.
+pub async fn run<R: Runtime>(manager: Arc<Manager<R>>, shutdown: impl Future<Output = ()>) {
+    let mut changes = manager.pulse.subscribe();
+    let mut leader = manager.leader.clone();
+    let mut tasks = JoinSet::new();
+    let interval = Duration::from_millis(manager.reconcile.interval_ms.max(10));
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        changes.borrow_and_update();
+        if *leader.borrow_and_update() {
+            manager.pass(&mut tasks).await;
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = changes.changed() => {}
+            _ = leader.changed() => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
+    tasks.shutdown().await;
+    info!("reconcile loop stopped");
 }
 
-struct Context {
-    client: Client,
-    config: ManagerConfig,
-}
-
-/// Runs the controller until `shutdown` completes. Fails early when the CRD is not installed.
-pub async fn run(
-    client: Client,
-    config: ManagerConfig,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<()> {
-    let (pools, pods): (Api<SandboxPool>, Api<Pod>) = match &config.namespace {
-        Some(namespace) => {
-            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    pools.list(&ListParams::default().limit(1)).await.map_err(Error::CrdNotInstalled)?;
-    info!(namespace = ?config.namespace, "watching SandboxPools");
-    let managed_pods = watcher::Config::default().labels(&format!(
-        "{}={}",
-        pod::LABEL_MANAGED_BY,
-        pod::MANAGER_NAME
-    ));
-    let context = Arc::new(Context { client, config });
-    Controller::new(pools, watcher::Config::default())
-        .owns(pods, managed_pods)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((pool, _)) => debug!(pool = %pool.name, "reconciled"),
-                Err(error) => warn!(%error, "reconcile failed"),
+impl<R: Runtime> Manager<R> {
+    /// One pass over every pool.
+    pub async fn pass(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        let pools = match self.runtime.pools().await {
+            Ok(pools) => pools,
+            Err(error) => {
+                self.metrics.failure(error.metric_label());
+                warn!(%error, "reconcile: cannot list pools");
+                return;
             }
-        })
-        .await;
-    info!("controller stopped");
-    Ok(())
-}
-
-fn error_policy(pool: Arc<SandboxPool>, error: &Error, context: Arc<Context>) -> Action {
-    warn!(pool = %pool.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(context.config.retry)
-}
-
-/// How many pods of each state a pool has, as counted in one pass.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub ready: u32,
-    pub claimed: u32,
-    pub starting: u32,
-    /// Failed or expired: deleted in this pass.
-    pub failed: u32,
-    pub terminating: u32,
-}
-
-impl Counts {
-    /// Pods that hold a slot under `maxPods`: every pod that still exists, including those being
-    /// deleted, so a slow deletion can never let the pool overshoot.
-    pub fn occupied(&self) -> u32 {
-        self.ready + self.claimed + self.starting + self.failed + self.terminating
-    }
-}
-
-/// Warm pods to create this pass: what `min_ready` lacks, within what `max_pods` leaves.
-pub fn pods_to_create(min_ready: u32, max_pods: u32, counts: Counts) -> u32 {
-    let warm = counts.ready + counts.starting;
-    min_ready.saturating_sub(warm).min(max_pods.saturating_sub(counts.occupied()))
-}
-
-async fn reconcile(pool: Arc<SandboxPool>, context: Arc<Context>) -> Result<Action> {
-    let namespace = pool.namespace().unwrap_or_else(|| "default".to_owned());
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let pools: Api<SandboxPool> = Api::namespaced(context.client.clone(), &namespace);
-
-    let problems = pool.spec.problems();
-    if !problems.is_empty() {
-        warn!(pool = %pool.name_any(), ?problems, "invalid spec; leaving its pods alone");
-        let status = status_for(&pool, Counts::default(), Some(&problems));
-        write_status(&pools, &pool, status).await?;
-        return Ok(Action::requeue(context.config.resync));
-    }
-
-    let classified = classify_pods(&pods, &pool).await?;
-    let mut counts = Counts::default();
-    for (_, state) in &classified {
-        match state {
-            PodState::Ready => counts.ready += 1,
-            PodState::Claimed => counts.claimed += 1,
-            PodState::Starting => counts.starting += 1,
-            PodState::Failed | PodState::Expired => counts.failed += 1,
-            PodState::Terminating => counts.terminating += 1,
+        };
+        for pool in pools {
+            if let Err(error) = self.reconcile_pool(&pool, tasks).await {
+                self.metrics.failure(error.metric_label());
+                warn!(pool = %pool.name, %error, "reconcile failed; retrying on the next pass");
+            }
         }
     }
-    delete_unusable(&pods, &pool, &classified).await?;
-    create_missing(&pods, &pool, counts).await?;
-    write_status(&pools, &pool, status_for(&pool, counts, None)).await?;
-    Ok(Action::requeue(context.config.resync))
-}
 
-/// Lists the pool's pods from the API server (not a cache: two passes must never both see a pod
-/// missing) and classifies each.
-async fn classify_pods(pods: &Api<Pod>, pool: &SandboxPool) -> Result<Vec<(Pod, PodState)>> {
-    let selector = pod::pool_selector(&pool.name_any());
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    let now = Timestamp::now();
-    Ok(list
-        .items
-        .into_iter()
-        // Only pods this pool controls: a same-named pool recreated after deletion gets a new uid.
-        .filter(|pod| owned_by(pod, pool))
-        .map(|pod| {
-            let state = pod::classify(pool, &pod, now);
-            (pod, state)
-        })
-        .collect())
-}
-
-fn owned_by(pod: &Pod, pool: &SandboxPool) -> bool {
-    let Some(uid) = pool.uid() else { return false };
-    pod.owner_references().iter().any(|owner| owner.controller == Some(true) && owner.uid == uid)
-}
-
-/// Deletes failed and expired pods; their replacements are created once they are gone.
-async fn delete_unusable(
-    pods: &Api<Pod>,
-    pool: &SandboxPool,
-    classified: &[(Pod, PodState)],
-) -> Result<()> {
-    for (pod, state) in classified {
-        if !matches!(state, PodState::Failed | PodState::Expired) {
-            continue;
+    async fn reconcile_pool(self: &Arc<Self>, pool: &Pool, tasks: &mut JoinSet<()>) -> Result<()> {
+        let problems = pool.spec.problems();
+        if !problems.is_empty() {
+            warn!(pool = %pool.name, ?problems, "invalid spec; leaving its sandboxes alone");
+            let status = status_for(pool, Counts::default(), Some(&problems));
+            return self.runtime.write_status(pool, status).await;
         }
-        let name = pod.name_any();
-        info!(pool = %pool.name_any(), pod = %name, ?state, "deleting unusable pod");
-        match pods.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            // Already gone: someone else did our work.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
+        let sandboxes = self.runtime.sandboxes(pool).await?;
+        let now = now_secs();
+        let deadlines = self.reconcile.deadlines();
+        let classified: Vec<(Sandbox, SandboxState)> = sandboxes
+            .into_iter()
+            .map(|sandbox| {
+                let state = classify(&pool.spec, &sandbox, now, deadlines);
+                (sandbox, state)
+            })
+            .collect();
+        let counts = Counts::of(classified.iter().map(|(_, state)| *state));
+        self.delete_unusable(pool, &classified).await?;
+        self.recycle_ended_claims(pool, &classified).await?;
+        self.start_warm_ups(pool, &classified, tasks);
+        self.create_missing(pool, counts).await?;
+        self.scale_down(pool, &classified, counts).await?;
+        self.publish_status(pool, counts).await
+    }
+
+    /// Deletes failed and expired sandboxes; replacements follow once they are gone.
+    async fn delete_unusable(
+        &self,
+        pool: &Pool,
+        classified: &[(Sandbox, SandboxState)],
+    ) -> Result<()> {
+        for (sandbox, state) in classified {
+            let reason = match state {
+                SandboxState::Failed => match &sandbox.phase {
+                    Phase::Failed(_) => "crashed",
+                    _ if sandbox.marks.lifecycle == Lifecycle::Resetting => "reset_timeout",
+                    _ => "warm_up_timeout",
+                },
+                SandboxState::Expired => "max_lifetime",
+                _ => continue,
+            };
+            info!(pool = %pool.name, sandbox = %sandbox.name, reason, "deleting unusable sandbox");
+            self.metrics.failure(reason);
+            self.runtime.delete(pool, sandbox).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims that expired or sat idle end as if released.
+    async fn recycle_ended_claims(
+        &self,
+        pool: &Pool,
+        classified: &[(Sandbox, SandboxState)],
+    ) -> Result<()> {
+        for (sandbox, state) in classified {
+            if *state == SandboxState::ClaimEnded {
+                info!(pool = %pool.name, sandbox = %sandbox.name, "claim expired or idle; reclaiming");
+                self.recycle(pool, sandbox).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the warm-up of each running, not yet warmed sandbox, and the reset of each released
+    /// one, unless one is already in flight.
+    fn start_warm_ups(
+        self: &Arc<Self>,
+        pool: &Pool,
+        classified: &[(Sandbox, SandboxState)],
+        tasks: &mut JoinSet<()>,
+    ) {
+        for (sandbox, state) in classified {
+            let resetting = match state {
+                SandboxState::Warming => false,
+                SandboxState::Resetting if matches!(sandbox.phase, Phase::Running { .. }) => true,
+                _ => continue,
+            };
+            if !self.warming.lock().expect("never poisoned").insert(sandbox.name.clone()) {
+                continue;
+            }
+            let manager = self.clone();
+            let (pool, sandbox) = (pool.clone(), sandbox.clone());
+            tasks.spawn(async move {
+                if !manager.warm_up(&pool, &sandbox, resetting).await {
+                    // An agent that is not listening yet fails at once; without a pause every
+                    // pass (each woken by the previous failure) would retry it in a tight loop.
+                    tokio::time::sleep(WARM_UP_RETRY_PAUSE).await;
+                }
+                manager.warming.lock().expect("never poisoned").remove(&sandbox.name);
+                manager.pulse.beat();
+            });
         }
     }
-    Ok(())
-}
 
-/// Creates the warm pods `minReady` lacks, never more than `maxPods` allows.
-async fn create_missing(pods: &Api<Pod>, pool: &SandboxPool, counts: Counts) -> Result<()> {
-    let wanted = pods_to_create(pool.spec.min_ready, pool.spec.max_pods, counts);
-    if wanted == 0 {
-        return Ok(());
+    /// Warms up (or resets) one sandbox and marks it ready; `false` when the agent failed. A failed
+    /// warm-up is retried on later passes until the warm-up deadline; a failed reset deletes the
+    /// sandbox (it could not prove that nothing of the last caller is left).
+    async fn warm_up(&self, pool: &Pool, sandbox: &Sandbox, resetting: bool) -> bool {
+        let Phase::Running { endpoint, spiffe_id } = &sandbox.phase else { return true };
+        let kind = pool.spec.kind;
+        let result = if resetting {
+            self.agents.reset(endpoint, spiffe_id, kind).await
+        } else {
+            self.agents.warm_up(endpoint, spiffe_id, kind).await
+        };
+        if let Err(error) = result {
+            let reason = if resetting { "reset" } else { "warm_up" };
+            self.metrics.failure(reason);
+            warn!(pool = %pool.name, sandbox = %sandbox.name, %error, "{reason} failed");
+            if resetting && let Err(error) = self.runtime.delete(pool, sandbox).await {
+                warn!(sandbox = %sandbox.name, %error, "could not delete a sandbox that failed its reset");
+            }
+            return false;
+        }
+        let since_ms = match (resetting, sandbox.marks.resetting_since) {
+            (true, Some(since)) => since * 1000,
+            _ => sandbox.created_at * 1000,
+        };
+        let ready_at = now_millis();
+        let marks = Marks {
+            lifecycle: Lifecycle::Ready,
+            ready_at: Some(ready_at),
+            resetting_since: None,
+            claim: None,
+        };
+        match self.mark_ready(pool, sandbox, &marks).await {
+            Ok(true) => {
+                let seconds = ready_at.saturating_sub(since_ms) as f64 / 1000.0;
+                self.metrics.observe_start_to_ready(seconds);
+                info!(pool = %pool.name, sandbox = %sandbox.name, resetting, seconds, "sandbox ready");
+            }
+            Ok(false) => {
+                debug!(sandbox = %sandbox.name, "changed during its warm-up; next pass decides")
+            }
+            Err(error) => warn!(sandbox = %sandbox.name, %error, "could not mark a sandbox ready"),
+        }
+        true
     }
-    info!(pool = %pool.name_any(), wanted, ?counts, "creating warm pods");
-    let rendered = pod::render(pool);
-    for _ in 0..wanted {
-        pods.create(&PostParams::default(), &rendered).await?;
+
+    /// Writes `marks` if the sandbox is still in the lifecycle it was warmed up in. Its version may
+    /// have moved for unrelated reasons (a pod status update), so one fresh read is tried.
+    async fn mark_ready(&self, pool: &Pool, sandbox: &Sandbox, marks: &Marks) -> Result<bool> {
+        if self.runtime.update_marks(pool, sandbox, marks).await?.is_some() {
+            return Ok(true);
+        }
+        let fresh = self.runtime.sandboxes(pool).await?;
+        let Some(current) = fresh.iter().find(|s| s.name == sandbox.name) else { return Ok(false) };
+        if current.marks != sandbox.marks || current.phase != sandbox.phase {
+            return Ok(false);
+        }
+        Ok(self.runtime.update_marks(pool, current, marks).await?.is_some())
     }
-    Ok(())
+
+    /// Creates what `minReady` and waiting claims lack, never more than `maxPods` allows.
+    async fn create_missing(&self, pool: &Pool, counts: Counts) -> Result<()> {
+        let waiting = self.waiting(&pool.name);
+        let wanted = to_create(pool.spec.min_ready, pool.spec.max_pods, waiting, counts);
+        if wanted == 0 {
+            return Ok(());
+        }
+        info!(pool = %pool.name, wanted, waiting, ?counts, "creating sandboxes");
+        for _ in 0..wanted {
+            self.runtime.create(pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes ready sandboxes beyond `minReady` (after it was lowered). Each is first taken out
+    /// of the ready set with a conditional update, so a claim racing for it either wins (and the
+    /// sandbox stays) or never sees it.
+    async fn scale_down(
+        &self,
+        pool: &Pool,
+        classified: &[(Sandbox, SandboxState)],
+        counts: Counts,
+    ) -> Result<()> {
+        let wanted = pool.spec.min_ready + self.waiting(&pool.name);
+        let mut excess = (counts.ready + counts.starting).saturating_sub(wanted).min(counts.ready);
+        for (sandbox, state) in classified {
+            if excess == 0 {
+                break;
+            }
+            if *state != SandboxState::Ready {
+                continue;
+            }
+            let retired =
+                Marks { lifecycle: Lifecycle::Starting, ready_at: None, ..sandbox.marks.clone() };
+            if let Some(retired) = self.runtime.update_marks(pool, sandbox, &retired).await? {
+                info!(pool = %pool.name, sandbox = %sandbox.name, "scaling down");
+                self.runtime.delete(pool, &retired).await?;
+                excess -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_status(&self, pool: &Pool, counts: Counts) -> Result<()> {
+        self.metrics.set_pool(&pool.name, counts);
+        self.runtime.write_status(pool, status_for(pool, counts, None)).await
+    }
 }
 
 /// The status for `counts`, keeping each condition's transition time unless its status changed.
-fn status_for(
-    pool: &SandboxPool,
-    counts: Counts,
-    problems: Option<&[String]>,
-) -> SandboxPoolStatus {
-    let previous = pool.status.as_ref().map(|status| status.conditions.as_slice()).unwrap_or(&[]);
-    let now = Timestamp::now().to_string();
+fn status_for(pool: &Pool, counts: Counts, problems: Option<&[String]>) -> SandboxPoolStatus {
+    let previous = pool.previous_status().map(|status| status.conditions.as_slice()).unwrap_or(&[]);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let condition = |type_: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" }.to_owned();
         let last_transition_time = previous
@@ -224,28 +286,21 @@ fn status_for(
             last_transition_time,
         }
     };
+    let spec = &pool.spec;
     let conditions = match problems {
         Some(problems) => vec![
             condition("SpecValid", false, "InvalidSpec", problems.join("; ")),
             condition("Ready", false, "InvalidSpec", "the spec is invalid".to_owned()),
         ],
         None => {
-            let filled = counts.ready >= pool.spec.min_ready;
+            let filled = counts.ready >= spec.min_ready;
+            let message = format!("{} of {} warm sandboxes ready", counts.ready, spec.min_ready);
             let (reason, message) = if filled {
-                (
-                    "WarmPoolFilled",
-                    format!("{} of {} warm pods ready", counts.ready, pool.spec.min_ready),
-                )
-            } else if counts.occupied() >= pool.spec.max_pods {
-                (
-                    "AtMaxPods",
-                    format!(
-                        "{} of {} warm pods ready; maxPods {} reached",
-                        counts.ready, pool.spec.min_ready, pool.spec.max_pods
-                    ),
-                )
+                ("WarmPoolFilled", message)
+            } else if counts.occupied() >= spec.max_pods {
+                ("AtMaxPods", format!("{message}; maxPods {} reached", spec.max_pods))
             } else {
-                ("Filling", format!("{} of {} warm pods ready", counts.ready, pool.spec.min_ready))
+                ("Filling", message)
             };
             vec![
                 // Never an empty message: the 1.20 apiserver turns "" into null in a merge patch
@@ -260,47 +315,10 @@ fn status_for(
         claimed: counts.claimed,
         starting: counts.starting,
         failed: counts.failed,
-        observed_generation: pool.metadata.generation,
+        observed_generation: pool
+            .resource
+            .as_ref()
+            .and_then(|resource| resource.metadata.generation),
         conditions,
-    }
-}
-
-/// Writes `status` through the status subresource, skipping the write when nothing changed (a
-/// status write is itself a pool event and would wake this reconcile again).
-async fn write_status(
-    pools: &Api<SandboxPool>,
-    pool: &SandboxPool,
-    status: SandboxPoolStatus,
-) -> Result<()> {
-    if pool.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({ "status": status });
-    pools.patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counts(ready: u32, claimed: u32, starting: u32, failed: u32, terminating: u32) -> Counts {
-        Counts { ready, claimed, starting, failed, terminating }
-    }
-
-    #[test]
-    fn creates_what_min_ready_lacks() {
-        assert_eq!(pods_to_create(3, 10, counts(0, 0, 0, 0, 0)), 3);
-        assert_eq!(pods_to_create(3, 10, counts(1, 0, 1, 0, 0)), 1);
-        assert_eq!(pods_to_create(3, 10, counts(2, 5, 1, 0, 0)), 0);
-    }
-
-    #[test]
-    fn never_exceeds_max_pods() {
-        assert_eq!(pods_to_create(3, 4, counts(0, 3, 0, 0, 0)), 1);
-        assert_eq!(pods_to_create(3, 4, counts(0, 4, 0, 0, 0)), 0);
-        // Pods being deleted still hold their slot.
-        assert_eq!(pods_to_create(3, 4, counts(0, 1, 0, 2, 1)), 0);
-        assert_eq!(pods_to_create(5, 2, counts(0, 0, 0, 0, 0)), 2);
     }
 }

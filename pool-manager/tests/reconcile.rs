@@ -1,7 +1,15 @@
-//! The reconcile loop against a real kube-apiserver (started by `scripts/kube-test-env.sh`), the
-//! harness playing the kubelet.
+//! The Kubernetes runtime against a real kube-apiserver (started by `scripts/kube-test-env.sh`),
+//! the harness playing the kubelet with real agent processes: claims, warm-up, release (destroy
+//! and reset), replacement, two replicas with one leader, adoption after the leader stops.
 
 mod common;
+
+use antwort_common::identity::dev_ca::DevCa;
+use antwort_common::identity::{FilesConfig, IdentityConfig};
+use antwort_pool_manager::Config;
+use antwort_pool_manager::config::RuntimeConfig;
+use antwort_pool_manager::runtime::kube::KubeConfig;
+use common::stack;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,7 +19,7 @@ use antwort_pool_manager::crd::{PoolResources, RecyclePolicy, SandboxKind, Sandb
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 
 use common::{KubeEnv, eventually};
 
@@ -56,104 +64,183 @@ async fn never_more_than(env: &KubeEnv, pool: &str, max: usize, for_how_long: Du
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fills_pool_replaces_lost_pods_and_respects_max_pods() {
+/// The test CA, a manager identity from it, and a free port every agent of this test uses (each
+/// on its own loopback address).
+struct Cluster {
+    env: KubeEnv,
+    clients: stack::Clients,
+    _kubelet: common::kubelet::Kubelet,
+    manager_svid: tempfile::TempDir,
+    agent_port: u16,
+}
+
+async fn cluster() -> Cluster {
     let env = KubeEnv::start().await;
-    env.pools().create(&PostParams::default(), &pool("py", 3, 4)).await.expect("create pool");
-    let _manager = env.start_manager();
+    let ca = DevCa::new(stack::TRUST_DOMAIN).expect("a CA");
+    let manager_svid = tempfile::tempdir().expect("a folder");
+    ca.write_svid(stack::MANAGER_ID, manager_svid.path()).expect("the manager's SVID");
+    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let kubelet =
+        common::kubelet::start(env.pods(), &ca, stack::TRUST_DOMAIN, common::NAMESPACE, agent_port);
+    Cluster { env, clients: stack::Clients { ca }, _kubelet: kubelet, manager_svid, agent_port }
+}
 
-    // Filled to minReady, counted as starting until the "kubelet" marks them ready.
-    eventually("3 pods created", || async { live_count(&env, "py").await == 3 }).await;
-    never_more_than(&env, "py", 3, Duration::from_secs(2)).await;
-    eventually("status shows 3 starting", || async { env.pool_status("py").await.starting == 3 })
-        .await;
-    env.mark_all_ready("py").await;
-    eventually("status shows 3 ready and Ready=True", || async {
-        let status = env.pool_status("py").await;
-        status.ready == 3
-            && status.starting == 0
-            && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-    .await;
-
-    // A pod deleted behind the manager's back is replaced by a new one.
-    let before = names(&env.live_pods("py").await);
-    let victim = before.iter().next().expect("a pod").clone();
-    env.pods().delete(&victim, &DeleteParams::default()).await.expect("delete a pod");
-    eventually("the deleted pod is replaced", || async {
-        let now = names(&env.live_pods("py").await);
-        now.len() == 3 && !now.contains(&victim)
-    })
-    .await;
-    never_more_than(&env, "py", 3, Duration::from_secs(2)).await;
-
-    // A pod that fails (as the kubelet reports it) is deleted and replaced.
-    env.mark_all_ready("py").await;
-    let failing = names(&env.live_pods("py").await).into_iter().next().expect("a pod");
-    env.set_pod_status(&failing, serde_json::json!({ "phase": "Failed" })).await;
-    eventually("the failed pod is replaced", || async {
-        let now = names(&env.live_pods("py").await);
-        now.len() == 3 && !now.contains(&failing)
-    })
-    .await;
-
-    // Two pods claimed: minReady asks for 3 more warm ones, maxPods 4 allows only 1 more.
-    env.mark_all_ready("py").await;
-    for name in names(&env.live_pods("py").await).iter().take(2) {
-        env.pods()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&serde_json::json!({
-                    "metadata": { "labels": { "antwort.dev/state": "claimed" } }
-                })),
-            )
-            .await
-            .expect("label a pod claimed");
+impl Cluster {
+    async fn manager(&self) -> stack::ManagerProcess {
+        let mut config = Config::default();
+        config.server.allowed_callers = vec![stack::GATEWAY_ID.to_owned()];
+        config.identity =
+            Some(IdentityConfig::Files(FilesConfig::in_dir(self.manager_svid.path())));
+        config.claims.wait_ms = 20_000;
+        config.reconcile.interval_ms = 300;
+        config.runtime = RuntimeConfig::Kubernetes(KubeConfig {
+            namespace: common::NAMESPACE.to_owned(),
+            agent_port: self.agent_port,
+            trust_domain: stack::TRUST_DOMAIN.to_owned(),
+            lease_name: "antwort-pool-manager".to_owned(),
+            lease_duration_secs: 3,
+        });
+        stack::ManagerProcess::start(config, Some(self.env.client.clone())).await
     }
-    eventually("the pool grows to maxPods", || async { live_count(&env, "py").await == 4 }).await;
-    never_more_than(&env, "py", 4, Duration::from_secs(3)).await;
-    eventually("status shows 2 claimed and AtMaxPods", || async {
-        let status = env.pool_status("py").await;
-        status.claimed == 2
-            && status.ready + status.starting == 2
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "AtMaxPods")
-    })
-    .await;
+
+    fn api(&self, manager: &stack::ManagerProcess) -> stack::Api {
+        stack::Api { base: manager.api.clone(), client: self.clients.gateway(stack::MANAGER_ID) }
+    }
+}
+
+fn gateway_pool(name: &str, min_ready: u32, max_pods: u32, policy: RecyclePolicy) -> SandboxPool {
+    let mut declared = pool(name, min_ready, max_pods);
+    declared.spec.recycle_policy = policy;
+    declared.spec.allowed_callers = vec![stack::GATEWAY_ID.to_owned()];
+    declared
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_manager_adopts_its_pods_without_duplicates() {
-    let env = KubeEnv::start().await;
-    env.pools().create(&PostParams::default(), &pool("adopt", 2, 5)).await.expect("create pool");
-    let manager = env.start_manager();
-    eventually("2 pods created", || async { live_count(&env, "adopt").await == 2 }).await;
-    env.mark_all_ready("adopt").await;
-    eventually("status shows 2 ready", || async { env.pool_status("adopt").await.ready == 2 })
+async fn kube_claims_warm_up_execute_release_and_reset() {
+    let cluster = cluster().await;
+    let env = &cluster.env;
+    for declared in [
+        gateway_pool("py", 2, 3, RecyclePolicy::Destroy),
+        gateway_pool("reuse", 1, 1, RecyclePolicy::Reset),
+        gateway_pool("small", 2, 2, RecyclePolicy::Destroy),
+    ] {
+        env.pools().create(&PostParams::default(), &declared).await.expect("create pool");
+    }
+    let manager = cluster.manager().await;
+    let api = cluster.api(&manager);
+    stack::claim_execute_release_destroy(&api, &cluster.clients, "py", 2).await;
+    stack::release_resets_and_returns(&api, &cluster.clients, "reuse").await;
+    stack::drained_pool_answers_429(&api, "small", 2).await;
+    stack::expired_claim_is_reclaimed(&api, &cluster.clients, "py", 2).await;
+    stack::bad_requests_get_the_envelope(&api).await;
+    stack::only_the_gateway_gets_in(&api, &cluster.clients).await;
+
+    // The claim is a mark on the pod in the cluster, and the status subresource tells operators.
+    let claim = api.claim_ok("py", "marked").await;
+    let pods = env.live_pods("py").await;
+    let marked: Vec<&Pod> = pods
+        .iter()
+        .filter(|pod| pod.labels().get("antwort.dev/claim") == Some(&claim.claim_id))
+        .collect();
+    assert_eq!(marked.len(), 1, "exactly one pod carries the claim");
+    assert_eq!(marked[0].labels()["antwort.dev/state"], "claimed");
+    assert_eq!(marked[0].annotations()["antwort.dev/session-key"], "marked");
+    eventually("status shows 1 claimed", || async { env.pool_status("py").await.claimed == 1 })
         .await;
-    manager.stop().await;
-
-    // While no manager runs, one pod disappears; the next manager must create exactly one.
-    let before = names(&env.live_pods("adopt").await);
-    let mut survivors = before.clone();
-    let victim = survivors.pop_first().expect("a pod");
+    // A pod deleted behind the manager's back is replaced.
+    let victim = pods
+        .iter()
+        .find(|pod| pod.labels().get("antwort.dev/state").map(String::as_str) == Some("ready"))
+        .expect("a ready pod")
+        .name_any();
     env.pods().delete(&victim, &DeleteParams::default()).await.expect("delete a pod");
-    eventually("the pod is gone", || async { live_count(&env, "adopt").await == 1 }).await;
-
-    let _manager = env.start_manager();
-    eventually("the pool is refilled", || async { live_count(&env, "adopt").await == 2 }).await;
-    // Several resync periods (1 s each): no duplicates, and the surviving pod was adopted.
-    never_more_than(&env, "adopt", 2, Duration::from_secs(3)).await;
-    let after = names(&env.live_pods("adopt").await);
-    assert!(survivors.is_subset(&after), "the surviving pods {survivors:?} were kept: {after:?}");
-    env.mark_all_ready("adopt").await;
-    eventually("status shows 2 ready again", || async {
-        env.pool_status("adopt").await.ready == 2
+    eventually("the deleted pod is replaced and warmed up", || async {
+        let now = names(&env.live_pods("py").await);
+        now.len() == 3 && !now.contains(&victim) && env.pool_status("py").await.ready == 2
     })
     .await;
+    never_more_than(env, "py", 3, Duration::from_secs(2)).await;
+    manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leader_no_pod_handed_out_twice_and_restart_adopts() {
+    let cluster = cluster().await;
+    let env = &cluster.env;
+    env.pools()
+        .create(&PostParams::default(), &gateway_pool("ha", 4, 4, RecyclePolicy::Destroy))
+        .await
+        .expect("create pool");
+    let first = cluster.manager().await;
+    let second = cluster.manager().await;
+    let (api_a, api_b) = (cluster.api(&first), cluster.api(&second));
+    api_a.wait_ready("ha", 4).await;
+    let leaders = [first.is_leader().await, second.is_leader().await];
+    assert_eq!(
+        leaders.iter().filter(|leads| **leads).count(),
+        1,
+        "exactly one leader: {leaders:?}"
+    );
+    never_more_than(env, "ha", 4, Duration::from_secs(2)).await;
+
+    // Eight claims at once through both replicas: four win distinct pods, four are refused.
+    let answers = futures::future::join_all((0..8).map(|n| {
+        let api = if n % 2 == 0 { &api_a } else { &api_b };
+        async move { api.claim("ha", &format!("race-{n}")).await }
+    }))
+    .await;
+    let mut claims = Vec::new();
+    for answer in answers {
+        match answer.status().as_u16() {
+            200 => claims
+                .push(answer.json::<antwort_common::pool_api::Claim>().await.expect("a Claim")),
+            429 => {}
+            other => panic!("unexpected answer {other}: {:?}", answer.text().await),
+        }
+    }
+    let endpoints: BTreeSet<String> = claims.iter().map(|c| c.agent_endpoint.clone()).collect();
+    assert_eq!(claims.len(), 4, "{claims:?}");
+    assert_eq!(endpoints.len(), 4, "no pod handed out twice: {claims:?}");
+
+    // The leader goes away: the other replica takes over, adopts the pods, creates no duplicates,
+    // and the claims (state in the cluster) are still renewable through it.
+    let (leader, follower, follower_api) =
+        if first.is_leader().await { (first, second, api_b) } else { (second, first, api_a) };
+    leader.stop().await;
+    eventually("the follower leads", || async { follower.is_leader().await }).await;
+    never_more_than(env, "ha", 4, Duration::from_secs(3)).await;
+    for claim in &claims {
+        assert_eq!(follower_api.renew(&claim.claim_id).await.status(), 200);
+    }
+    for claim in &claims {
+        assert_eq!(follower_api.release(&claim.claim_id).await, 204);
+    }
+    follower_api.wait_ready("ha", 4).await;
+    never_more_than(env, "ha", 4, Duration::from_secs(2)).await;
+
+    // A restart (the only replica stops, a new one starts) adopts the pods as they are: no pod
+    // created or deleted, and a claim made before the restart is still served after it.
+    let held = follower_api.claim_ok("ha", "across-restart").await;
+    let pods_before = names(&env.live_pods("ha").await);
+    follower.stop().await;
+    let restarted = cluster.manager().await;
+    let api = cluster.api(&restarted);
+    eventually("the restarted manager leads", || async { restarted.is_leader().await }).await;
+    never_more_than(env, "ha", 4, Duration::from_secs(2)).await;
+    assert_eq!(names(&env.live_pods("ha").await), pods_before, "adopted: none created or deleted");
+    let status = api.pool("ha").await;
+    assert_eq!((status.ready, status.claimed, status.starting), (3, 1, 0), "{status:?}");
+    let again = api.claim_ok("ha", "across-restart").await;
+    assert_eq!((again.claim_id.as_str(), again.reused), (held.claim_id.as_str(), true));
+    assert_eq!(api.renew(&held.claim_id).await.status(), 200);
+    let (_, result) = stack::execute(&cluster.clients, &held, "print('adopted')").await;
+    assert_eq!(result.stdout, "adopted\n", "{result:?}");
+    assert_eq!(api.release(&held.claim_id).await, 204);
+    api.wait_ready("ha", 4).await;
+    restarted.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +260,14 @@ async fn pods_stored_in_the_cluster_are_hardened() {
     let mut declared = pool("hard", 1, 1);
     declared.spec.runtime_class_name = Some("gvisor".to_owned());
     env.pools().create(&PostParams::default(), &declared).await.expect("create pool");
-    let _manager = env.start_manager();
+    let cluster_ca = DevCa::new(stack::TRUST_DOMAIN).expect("a CA");
+    let svid = tempfile::tempdir().expect("a folder");
+    cluster_ca.write_svid(stack::MANAGER_ID, svid.path()).expect("an SVID");
+    let mut config = Config::default();
+    config.server.allowed_callers = vec![stack::GATEWAY_ID.to_owned()];
+    config.identity = Some(IdentityConfig::Files(FilesConfig::in_dir(svid.path())));
+    config.runtime = RuntimeConfig::Kubernetes(KubeConfig::default());
+    let _manager = stack::ManagerProcess::start(config, Some(env.client.clone())).await;
     eventually("1 pod created", || async { live_count(&env, "hard").await == 1 }).await;
     // Read back from the API server: what the cluster stored, defaults included.
     let pod = env.live_pods("hard").await.remove(0);

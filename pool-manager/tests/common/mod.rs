@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use antwort_pool_manager::{ManagerConfig, SandboxPool};
+use antwort_pool_manager::SandboxPool;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, CustomResourceExt, ResourceExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use kube::{Client, CustomResourceExt};
+
+pub mod kubelet;
+pub mod stack;
 
 pub const NAMESPACE: &str = "default";
 
@@ -86,19 +87,9 @@ impl KubeEnv {
         Api::namespaced(self.client.clone(), NAMESPACE)
     }
 
-    /// Starts a manager in this process, watching the test namespace, resyncing every second.
-    pub fn start_manager(&self) -> Manager {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let config = ManagerConfig {
-            namespace: Some(NAMESPACE.to_owned()),
-            resync: Duration::from_secs(1),
-            retry: Duration::from_millis(500),
-        };
-        let task =
-            tokio::spawn(antwort_pool_manager::run(self.client.clone(), config, async move {
-                let _ = stopped.await;
-            }));
-        Manager { stop: Some(stop), task: Some(task) }
+    /// The kubeconfig's path (for a manager run as a process).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
     }
 
     /// The pods of `pool` that are not being deleted.
@@ -112,20 +103,6 @@ impl KubeEnv {
             .into_iter()
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
             .collect()
-    }
-
-    /// Plays the kubelet: marks every pod of `pool` Running and Ready.
-    pub async fn mark_all_ready(&self, pool: &str) {
-        for (index, pod) in self.live_pods(pool).await.iter().enumerate() {
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.as_deref())
-                .is_some_and(|phase| phase == "Running");
-            if !ready {
-                self.set_pod_status(&pod.name_any(), running_ready(index)).await;
-            }
-        }
     }
 
     pub async fn set_pod_status(&self, name: &str, status: serde_json::Value) {
@@ -147,44 +124,6 @@ impl KubeEnv {
 impl Drop for KubeEnv {
     fn drop(&mut self) {
         let _ = Command::new(script()).arg("stop").arg(self.dir.path()).status();
-    }
-}
-
-fn running_ready(index: usize) -> serde_json::Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    serde_json::json!({
-        "phase": "Running",
-        "podIP": format!("127.0.0.{}", index + 2),
-        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }],
-    })
-}
-
-/// A manager running in this process; stopped (gracefully) by [`Manager::stop`] or on drop.
-pub struct Manager {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<antwort_pool_manager::Result<()>>>,
-}
-
-impl Manager {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("the manager stops within 20 s")
-                .expect("the manager task does not panic")
-                .expect("the manager exits cleanly");
-        }
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
