@@ -36,6 +36,18 @@ pub fn override_variable(name: &str) -> String {
 /// target folder and profile of the running test binary; the override variable
 /// ([`override_variable`]) wins when set.
 pub fn workspace_binary(package: &str, name: &str, features: &[&str]) -> PathBuf {
+    workspace_binary_in(package, name, features, None)
+}
+
+/// [`workspace_binary`] built in cargo profile folder `profile` (`debug`, `release`) instead of
+/// the running binary's: a benchmark (release) that runs a dev build of a helper binary rather
+/// than building its whole dependency tree again in release.
+pub fn workspace_binary_in(
+    package: &str,
+    name: &str,
+    features: &[&str],
+    profile: Option<&str>,
+) -> PathBuf {
     if let Some(path) = std::env::var_os(override_variable(name)) {
         let path = PathBuf::from(path);
         assert!(path.is_file(), "{}={} is not a file", override_variable(name), path.display());
@@ -48,9 +60,13 @@ pub fn workspace_binary(package: &str, name: &str, features: &[&str]) -> PathBuf
     }
     let exe = std::env::current_exe().expect("the test binary's path");
     // <target>/<profile>/deps/<test>-<hash>; benches and examples sit one level up too.
-    let profile_dir =
+    let own_profile_dir =
         exe.parent().and_then(Path::parent).expect("test binaries live in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("a target folder");
+    let target_dir = own_profile_dir.parent().expect("a target folder");
+    let profile_dir = match profile {
+        Some(profile) => target_dir.join(profile),
+        None => own_profile_dir.to_path_buf(),
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command

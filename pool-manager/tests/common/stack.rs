@@ -4,8 +4,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -30,71 +29,14 @@ pub const MANAGER_ID: &str = "spiffe://antwort.test/ns/antwort/sa/pool-manager";
 /// After `cargo nextest run --workspace` (or any earlier build) this is a no-op of well under a
 /// second. On a cold target folder, `cargo nextest run -p antwort-pool-manager` does not build the
 /// agent, so the first test to get here builds it and its whole dependency tree (several minutes
-/// on two cores; the other test processes wait on cargo's lock meanwhile). That is what looked
-/// like a hang when this ran with `--quiet`: cargo's progress and lock notices now reach stderr.
-/// The environment is inherited (RUSTFLAGS and friends must match the test build) except what
-/// cargo sets for the test process itself: build scripts such as ring's declare
-/// `rerun-if-env-changed=CARGO_PKG_NAME` (and more), so passing those on would rebuild ring and
-/// everything above it here, and again in the next test build.
+/// on two cores; cargo's progress reaches stderr). See `antwort_common::test_support`.
 pub fn agent_binary() -> PathBuf {
-    /// What cargo sets for a crate's tests (The Cargo Book, "Environment variables Cargo sets
-    /// for crates"), by prefix.
-    const SET_BY_CARGO_FOR_TESTS: &[&str] = &[
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_CURRENT_DIR",
-        "OUT_DIR",
-    ];
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("ANTWORT_SANDBOX_AGENT_BIN") {
-                let path = PathBuf::from(path);
-                assert!(path.is_file(), "ANTWORT_SANDBOX_AGENT_BIN={} is no file", path.display());
-                return path;
-            }
-            let exe = std::env::current_exe().expect("the test executable's path");
-            // <target>/<profile>/deps/<test>: the binary goes to <target>/<profile>/.
-            let own_profile_dir = exe.parent().and_then(Path::parent).expect("a profile folder");
-            let target_dir = own_profile_dir.parent().expect("a target folder");
-            let own_profile = own_profile_dir.file_name().and_then(|n| n.to_str());
-            let profile = AGENT_PROFILE.get().copied().or(own_profile).unwrap_or("debug");
-            let profile_dir = target_dir.join(profile);
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut command = Command::new(cargo);
-            command
-                .args(["build", "-p", "antwort-sandbox-agent", "--bin", "antwort-sandbox-agent"])
-                .arg("--target-dir")
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(std::process::Stdio::null());
-            for (name, _) in std::env::vars_os() {
-                let Some(text) = name.to_str() else { continue };
-                if SET_BY_CARGO_FOR_TESTS.iter().any(|prefix| text.starts_with(prefix)) {
-                    command.env_remove(&name);
-                }
-            }
-            if profile == "release" {
-                command.arg("--release");
-            }
-            let started = Instant::now();
-            let status = command.status().expect("run cargo build for the agent");
-            assert!(status.success(), "building antwort-sandbox-agent failed");
-            if started.elapsed() > Duration::from_secs(5) {
-                eprintln!(
-                    "pool-manager tests: built antwort-sandbox-agent in {:.0?} (a one-off on a cold target folder)",
-                    started.elapsed()
-                );
-            }
-            let binary = profile_dir.join("antwort-sandbox-agent");
-            assert!(binary.is_file(), "{} was not built", binary.display());
-            binary
-        })
-        .clone()
+    antwort_common::test_support::workspace_binary_in(
+        "antwort-sandbox-agent",
+        "antwort-sandbox-agent",
+        &[],
+        AGENT_PROFILE.get().copied(),
+    )
 }
 
 /// Set by [`prefer_dev_agent`]: the cargo profile folder the agent is built into.
