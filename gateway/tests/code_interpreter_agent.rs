@@ -33,7 +33,12 @@ fn owner(user: &str) -> Owner {
 }
 
 fn ctx(user: &str, binding: ContainerBinding) -> ToolContext {
-    ToolContext { owner: owner(user), container: binding, cancel: CancellationToken::new() }
+    ToolContext {
+        owner: owner(user),
+        container: binding,
+        cancel: CancellationToken::new(),
+        progress: None,
+    }
 }
 
 async fn run(ci: &CodeInterpreter, ctx: &ToolContext, code: &str) -> ToolOutcome {

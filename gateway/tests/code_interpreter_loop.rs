@@ -225,6 +225,70 @@ async fn one_stream_spans_every_turn() {
 }
 
 #[tokio::test]
+async fn live_output_streams_while_the_code_runs() {
+    let s = setup(json!({"code_interpreter": {"stream_output": true}})).await;
+    let code = "import sys, time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')\nprint('oops', file=sys.stderr)";
+    let delta_type = "response.antwort:code_interpreter_call_output.delta";
+    s.backend.enqueue(python(code));
+    s.backend.enqueue(Script::text("done"));
+    let request = json!({
+        "model": "m",
+        "input": "run it",
+        "tools": ci_tool(),
+        "include": ["code_interpreter_call.outputs"],
+    });
+    let stream = post_stream(&s.gateway, request.clone()).await;
+    let deltas = stream.of_type(delta_type);
+    let joined = |name: &str| -> String {
+        deltas
+            .iter()
+            .filter(|d| d["stream"] == name)
+            .map(|d| d["delta"].as_str().expect("delta"))
+            .collect()
+    };
+    assert_eq!(joined("stdout"), "first\nsecond\n", "{deltas:?}");
+    assert_eq!(joined("stderr"), "oops\n", "{deltas:?}");
+    let call_id = stream.of_type("response.output_item.added")[0]["item"]["id"].clone();
+    for delta in &deltas {
+        assert_eq!(delta["item_id"], call_id, "{delta}");
+        assert_eq!(delta["output_index"], 0, "{delta}");
+    }
+    // Every delta sits between `interpreting` and `completed`, in one sequence.
+    let types = stream.types();
+    let at = |kind: &str| types.iter().position(|t| *t == kind).expect(kind);
+    let (interpreting, completed) = (
+        at("response.code_interpreter_call.interpreting"),
+        at("response.code_interpreter_call.completed"),
+    );
+    for (i, kind) in types.iter().enumerate() {
+        if *kind == delta_type {
+            assert!(interpreting < i && i < completed, "{types:?}");
+        }
+    }
+    // `first` reached the client while the code still slept: keep-alive comments (every
+    // 0.25 s) came between it and `second`. (`print` may write the text and its newline
+    // separately, so a delta can be `first` without the newline.)
+    let text = String::from_utf8(stream.chunks.concat()).expect("utf-8");
+    let first = text.find("\"delta\":\"first").expect("first in the raw stream");
+    let second = text.find("\"delta\":\"second").expect("second in the raw stream");
+    assert!(text[first..second].contains(": keep-alive\n\n"), "{text}");
+    // The item still carries the whole output.
+    assert_eq!(
+        stream.last()["response"]["output"][0]["outputs"],
+        json!([{"type": "logs", "logs": "first\nsecond\noops\n"}])
+    );
+
+    // A client that did not ask for outputs gets no live output either.
+    s.backend.enqueue(python("print('hidden')"));
+    s.backend.enqueue(Script::text("done"));
+    let mut without = request;
+    without.as_object_mut().expect("object").remove("include");
+    let stream = post_stream(&s.gateway, without).await;
+    assert!(stream.of_type(delta_type).is_empty(), "{:?}", stream.types());
+    assert_eq!(stream.last()["response"]["status"], "completed");
+}
+
+#[tokio::test]
 async fn a_chain_keeps_its_container_and_variables() {
     let s = setup(json!({})).await;
     s.backend.enqueue(python("secret = 1234"));

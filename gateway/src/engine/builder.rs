@@ -627,6 +627,11 @@ impl ResponseBuilder {
         });
     }
 
+    /// Whether the request asked for code_interpreter outputs (`include`).
+    pub fn includes_outputs(&self) -> bool {
+        self.server.include_outputs
+    }
+
     /// Live output of a running call (antwort extension event).
     pub fn call_output(&mut self, call: &ServerCall, stream: &'static str, delta: String) {
         self.emit_code_interpreter(CodeInterpreterEvent::OutputDelta {

@@ -73,14 +73,6 @@ pub async fn run(
     started: &mut bool,
 ) -> Result<LoopEnd> {
     let started_at = Instant::now();
-    let flush = |builder: &mut ResponseBuilder| {
-        if let Some(sink) = sink {
-            for event in builder.take_events() {
-                // The receiver only goes away with the loop itself.
-                let _ = sink.send(event);
-            }
-        }
-    };
     let mut binding = container_binding(&request);
     if let ContainerBinding::Auto { current: Some(id) } | ContainerBinding::Explicit(id) = &binding
     {
@@ -107,21 +99,21 @@ pub async fn run(
             for event in batch {
                 builder.apply(event);
             }
-            flush(builder);
+            send_events(builder, sink);
         }
         if !*started {
             *started = true;
             builder.start();
         }
         let end = builder.end_turn();
-        flush(builder);
+        send_events(builder, sink);
         if end.server_calls.is_empty() || end.client_calls {
             // Client calls go back now; server calls made beside them still run, so the
             // client sees their results with the function calls.
             if !end.server_calls.is_empty() {
                 run_calls(engine, builder, &end.server_calls, owner, &mut binding, &cancel, sink)
                     .await;
-                flush(builder);
+                send_events(builder, sink);
             }
             return Ok(LoopEnd::Answered);
         }
@@ -130,7 +122,7 @@ pub async fn run(
         }
         let outputs =
             run_calls(engine, builder, &end.server_calls, owner, &mut binding, &cancel, sink).await;
-        flush(builder);
+        send_events(builder, sink);
         request.input.extend(builder.turn_input(turn_start, &outputs));
         builder.next_turn();
         turn += 1;
@@ -162,30 +154,80 @@ async fn run_calls(
     for call in calls {
         builder.interpreting(call);
     }
-    if let Some(sink) = sink {
-        for event in builder.take_events() {
-            let _ = sink.send(event);
-        }
-    }
+    send_events(builder, sink);
+    // Live output only where someone reads it and asked for outputs at all.
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = (sink.is_some() && executor.stream_output() && builder.includes_outputs())
+        .then_some(progress_tx);
+    let mut live = LiveOutput { progress: &mut progress_rx, builder, calls, sink };
     let mut rest = calls;
     if matches!(binding, ContainerBinding::Auto { current: None })
         && let Some((first, others)) = calls.split_first()
     {
-        let outcome = execute(&executor, owner, binding, cancel, first).await;
+        let outcome =
+            live.forward(execute(&executor, owner, binding, cancel, first, &progress)).await;
         if let Some(id) = &outcome.container_id {
             *binding = ContainerBinding::Auto { current: Some(id.clone()) };
         }
-        finish_call(engine, builder, first, outcome, &mut outputs);
+        finish_call(engine, live.builder, first, outcome, &mut outputs);
+        send_events(live.builder, sink);
         rest = others;
     }
-    let outcomes = futures::future::join_all(
-        rest.iter().map(|call| execute(&executor, owner, binding, cancel, call)),
-    )
-    .await;
+    let outcomes = live
+        .forward(futures::future::join_all(
+            rest.iter().map(|call| execute(&executor, owner, binding, cancel, call, &progress)),
+        ))
+        .await;
+    live.drain();
     for (call, outcome) in rest.iter().zip(outcomes) {
-        finish_call(engine, builder, call, outcome, &mut outputs);
+        finish_call(engine, live.builder, call, outcome, &mut outputs);
     }
     outputs
+}
+
+/// Forwards the live output of running calls to the client as the calls produce it.
+struct LiveOutput<'a> {
+    progress: &'a mut tokio::sync::mpsc::UnboundedReceiver<crate::tools::ToolProgress>,
+    builder: &'a mut ResponseBuilder,
+    calls: &'a [ServerCall],
+    sink: &'a EventSink,
+}
+
+impl LiveOutput<'_> {
+    /// Awaits `work`, emitting output events meanwhile. With live output off, the channel is
+    /// closed and this is just `work.await`.
+    async fn forward<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                Some(piece) = self.progress.recv() => self.emit(piece),
+            }
+        }
+    }
+
+    /// Output that arrived after the last call finished but before we looked.
+    fn drain(&mut self) {
+        while let Ok(piece) = self.progress.try_recv() {
+            self.emit(piece);
+        }
+    }
+
+    fn emit(&mut self, piece: crate::tools::ToolProgress) {
+        if let Some(call) = self.calls.iter().find(|call| call.item_id == piece.item_id) {
+            self.builder.call_output(call, piece.stream, piece.text);
+            send_events(self.builder, self.sink);
+        }
+    }
+}
+
+fn send_events(builder: &mut ResponseBuilder, sink: &EventSink) {
+    if let Some(sink) = sink {
+        for event in builder.take_events() {
+            // The receiver only goes away with the loop itself.
+            let _ = sink.send(event);
+        }
+    }
 }
 
 async fn execute(
@@ -194,9 +236,14 @@ async fn execute(
     binding: &ContainerBinding,
     cancel: &CancellationToken,
     call: &ServerCall,
+    progress: &Option<crate::tools::ProgressSink>,
 ) -> crate::tools::ToolOutcome {
-    let ctx =
-        ToolContext { owner: owner.clone(), container: binding.clone(), cancel: cancel.clone() };
+    let ctx = ToolContext {
+        owner: owner.clone(),
+        container: binding.clone(),
+        cancel: cancel.clone(),
+        progress: progress.clone(),
+    };
     let tool_call = ToolCall {
         call_id: call.call_id.clone(),
         name: call.name.clone(),

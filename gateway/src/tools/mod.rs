@@ -53,7 +53,23 @@ pub struct ToolContext {
     /// Cancelled when the response is cancelled or the client went away: the execution is
     /// interrupted in the sandbox and the call returns [`ToolFailure::Cancelled`].
     pub cancel: CancellationToken,
+    /// Set for streamed responses whose client asked for outputs, when the gateway streams
+    /// live output (`tools.code_interpreter.stream_output`): pieces of output go here while the
+    /// code runs.
+    pub progress: Option<ProgressSink>,
 }
+
+/// A piece of a running call's output (the `..._output.delta` antwort extension event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolProgress {
+    /// The output item of the call.
+    pub item_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    pub text: String,
+}
+
+pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<ToolProgress>;
 
 /// Why a call did not (fully) do its job. Goes back to the model as text and to the client as
 /// the item's status; never fails the request.

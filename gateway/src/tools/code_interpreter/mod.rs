@@ -36,7 +36,7 @@ use crate::openresponses::code_interpreter::{
 };
 use crate::tools::{
     BoxFuture, ContainerBinding, Owner, ToolCall, ToolContext, ToolExecutor, ToolFailure, ToolItem,
-    ToolOutcome,
+    ToolOutcome, ToolProgress,
 };
 
 /// Where sandboxes come from.
@@ -55,6 +55,8 @@ pub struct CodeInterpreter {
     agents: PeerPolicy,
     limits: Limits,
     naming: Naming,
+    /// Whether streamed responses get live output events (`stream_output`).
+    stream_output: bool,
     containers: Containers,
 }
 
@@ -77,7 +79,8 @@ impl CodeInterpreter {
                 expires_at: u64::MAX,
                 reused: false,
             };
-            return Ok(Self::with_static_agent(source, claim, agents, limits, config.naming));
+            return Ok(Self::with_static_agent(source, claim, agents, limits, config.naming)
+                .with_stream_output(config.stream_output));
         }
         let pool_manager = config.pool_manager.as_ref().ok_or_else(|| {
             Error::Internal("`tools.code_interpreter`: no pool_manager or agent".into())
@@ -90,7 +93,8 @@ impl CodeInterpreter {
             limits.request_timeout,
         )
         .map_err(|e| Error::Internal(format!("`tools.code_interpreter.pool_manager`: {e}")))?;
-        Ok(Self::with_pool(source, pool, agents, limits, config.naming))
+        Ok(Self::with_pool(source, pool, agents, limits, config.naming)
+            .with_stream_output(config.stream_output))
     }
 
     /// Claims through `pool`.
@@ -107,6 +111,7 @@ impl CodeInterpreter {
             agents,
             limits,
             naming,
+            stream_output: false,
             containers: Containers::default(),
         }
     }
@@ -125,12 +130,23 @@ impl CodeInterpreter {
             agents,
             limits,
             naming,
+            stream_output: false,
             containers: Containers::default(),
         }
     }
 
+    /// Streams live output of running code to streamed responses that include outputs.
+    pub fn with_stream_output(mut self, on: bool) -> Self {
+        self.stream_output = on;
+        self
+    }
+
     pub fn naming(&self) -> Naming {
         self.naming
+    }
+
+    pub fn stream_output(&self) -> bool {
+        self.stream_output
     }
 
     pub fn limits(&self) -> &Limits {
@@ -307,8 +323,34 @@ impl CodeInterpreter {
             session: container.session_id.clone(),
             armed: true,
         };
+        let execution = async {
+            match &ctx.progress {
+                Some(progress) => {
+                    let on_output = |stream: &'static str, text: String| {
+                        let piece = ToolProgress { item_id: item_id.to_string(), stream, text };
+                        // The receiver goes away only with the response itself.
+                        let _ = progress.send(piece);
+                    };
+                    container
+                        .agent
+                        .execute_streaming(
+                            &container.session_id,
+                            &code,
+                            self.limits.exec_timeout,
+                            on_output,
+                        )
+                        .await
+                }
+                None => {
+                    container
+                        .agent
+                        .execute(&container.session_id, &code, self.limits.exec_timeout)
+                        .await
+                }
+            }
+        };
         let executed = tokio::select! {
-            result = container.agent.execute(&container.session_id, &code, self.limits.exec_timeout) => result,
+            result = execution => result,
             () = ctx.cancel.cancelled() => {
                 interrupt.armed = false;
                 container.agent.interrupt(&container.session_id).await;

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use antwort_common::agent_api::{
-    CreateSessionRequest, ExecuteRequest, ExecuteResult, SESSIONS_PATH, SessionInfo, SessionState,
+    CreateSessionRequest, EVENT_ERROR, EVENT_RESULT, EVENT_STDERR, EVENT_STDOUT, ExecuteRequest,
+    ExecuteResult, OutputChunk, SESSIONS_PATH, SessionInfo, SessionState,
 };
 use antwort_common::error::ErrorEnvelope;
 use antwort_common::identity::{PeerPolicy, SharedSource, SpiffeId, mtls_client_builder};
@@ -242,16 +243,70 @@ impl AgentClient {
         code: &str,
         timeout: Duration,
     ) -> Result<ExecuteResult, ToolFailure> {
+        let response = self.start_execution(session, "execute", code, timeout).await?;
+        response.json().await.map_err(|e| unavailable("agent answer", e))
+    }
+
+    /// Like [`AgentClient::execute`], but hands each piece of stdout/stderr to `on_output`
+    /// (`"stdout"` or `"stderr"`, text) while the code runs. The agent sends only output it
+    /// keeps, so the pieces never exceed its output limit.
+    pub async fn execute_streaming(
+        &self,
+        session: &str,
+        code: &str,
+        timeout: Duration,
+        mut on_output: impl FnMut(&'static str, String) + Send,
+    ) -> Result<ExecuteResult, ToolFailure> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+
+        let response = self.start_execution(session, "execute/stream", code, timeout).await?;
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| unavailable("agent stream", e))?;
+            match event.event.as_str() {
+                EVENT_STDOUT | EVENT_STDERR => {
+                    let stream = if event.event == EVENT_STDOUT { "stdout" } else { "stderr" };
+                    let chunk: OutputChunk = serde_json::from_str(&event.data)
+                        .map_err(|e| unavailable("agent stream", e))?;
+                    on_output(stream, chunk.text);
+                }
+                EVENT_RESULT => {
+                    return serde_json::from_str(&event.data)
+                        .map_err(|e| unavailable("agent answer", e));
+                }
+                EVENT_ERROR => {
+                    let (code, message) = match serde_json::from_str::<ErrorEnvelope>(&event.data) {
+                        Ok(envelope) => (envelope.error.code, envelope.error.message),
+                        Err(_) => (String::new(), event.data.chars().take(200).collect()),
+                    };
+                    return Err(unavailable("execution failed", format!("{code}: {message}")));
+                }
+                // Comments and unknown events (a newer agent) carry nothing for us.
+                _ => {}
+            }
+        }
+        Err(unavailable("agent stream", "ended without a result"))
+    }
+
+    /// Posts an execution to `route` (`execute` or `execute/stream`) and returns the accepted
+    /// response. An execution abandoned a moment ago (its response was cancelled) may still be
+    /// winding down after its interrupt: the agent says `session_busy`, so try again shortly,
+    /// for at most the request timeout.
+    async fn start_execution(
+        &self,
+        session: &str,
+        route: &str,
+        code: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ToolFailure> {
         let timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
-        // An execution abandoned a moment ago (its response was cancelled) may still be winding
-        // down after its interrupt: the agent says `session_busy`, so try again shortly, for at
-        // most the request timeout.
         let busy_until = tokio::time::Instant::now() + self.request_timeout;
         let mut pause = Duration::from_millis(10);
         loop {
             let response = self
                 .client
-                .post(self.url(&format!("/{session}/execute")))
+                .post(self.url(&format!("/{session}/{route}")))
                 .json(&ExecuteRequest { code: code.into(), timeout_ms: Some(timeout_ms) })
                 // The agent stops the code at `timeout`, then needs a moment to interrupt or
                 // kill it.
@@ -260,7 +315,7 @@ impl AgentClient {
                 .await
                 .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
             if response.status().is_success() {
-                return response.json().await.map_err(|e| unavailable("agent answer", e));
+                return Ok(response);
             }
             let (status, _, code, message) = error_of(response).await;
             if code == "session_busy" && tokio::time::Instant::now() + pause < busy_until {
