@@ -42,10 +42,13 @@ pub struct SandboxPoolSpec {
     /// RuntimeClass for the pods, e.g. `gvisor`. Unset: the cluster's default runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_class_name: Option<String>,
-    /// A claimed pod unused for this long is destroyed.
+    /// A claim not renewed for this long ends as if released: by the recycle
+    /// policy, destroyed or reset.
     #[serde(default = "default_idle_timeout_seconds")]
     pub idle_timeout_seconds: u64,
-    /// Any pod older than this is destroyed and replaced, claimed or not.
+    /// A pod older than this is destroyed and replaced (within `maxPods`). A claimed pod is
+    /// never destroyed under its user: it serves its claim to the end (release, expiry or idle
+    /// timeout) and is then destroyed, whatever the recycle policy.
     #[serde(default = "default_max_lifetime_seconds")]
     pub max_lifetime_seconds: u64,
     /// What happens to a pod when its claim ends.
@@ -195,6 +198,9 @@ impl SandboxPoolSpec {
         }
         if self.max_lifetime_seconds == 0 {
             problems.push("spec.maxLifetimeSeconds: must be at least 1".to_owned());
+        }
+        if self.idle_timeout_seconds == 0 {
+            problems.push("spec.idleTimeoutSeconds: must be at least 1".to_owned());
         }
         for (index, caller) in self.allowed_callers.iter().enumerate() {
             // The same parser the agents use, so a pool never hands them an ID they refuse.

@@ -23,7 +23,7 @@ pub enum SandboxState {
     Resetting,
     /// Crashed, or did not warm up (or reset) in time: delete it.
     Failed,
-    /// Older than the pool's max lifetime: delete it.
+    /// Older than the pool's max lifetime and not under a live claim: delete it.
     Expired,
     /// Being deleted; still holds a slot under `maxPods`.
     Terminating,
@@ -52,20 +52,21 @@ pub fn classify(
         Phase::Running { .. } => true,
     };
     let age = now.saturating_sub(sandbox.created_at);
-    if age >= spec.max_lifetime_seconds {
-        return SandboxState::Expired;
-    }
     let marks = &sandbox.marks;
+    let claim_live = marks.lifecycle == Lifecycle::Claimed
+        && marks.claim.as_ref().is_some_and(|claim| {
+            claim.expires_at > now
+                && now.saturating_sub(claim.last_used) < spec.idle_timeout_seconds
+        });
+    if age >= spec.max_lifetime_seconds {
+        // Never killed under its user: a claimed sandbox past its lifetime serves its claim to
+        // the end (expiry, idle timeout or release), then goes straight to deletion (no reset,
+        // no second claim).
+        return if claim_live { SandboxState::Claimed } else { SandboxState::Expired };
+    }
     match marks.lifecycle {
-        Lifecycle::Claimed => match &marks.claim {
-            Some(claim)
-                if claim.expires_at > now
-                    && now.saturating_sub(claim.last_used) < spec.idle_timeout_seconds =>
-            {
-                SandboxState::Claimed
-            }
-            _ => SandboxState::ClaimEnded,
-        },
+        Lifecycle::Claimed if claim_live => SandboxState::Claimed,
+        Lifecycle::Claimed => SandboxState::ClaimEnded,
         Lifecycle::Resetting => {
             let since = marks.resetting_since.unwrap_or(0);
             if now.saturating_sub(since) >= deadlines.reset.as_secs() {
@@ -214,6 +215,19 @@ mod tests {
         assert_eq!(check(&claimed), SandboxState::ClaimEnded, "expired claim");
         claimed.marks.claim = Some(claim(now + 500, now - 100));
         assert_eq!(check(&claimed), SandboxState::ClaimEnded, "idle past the timeout");
+
+        // Past the max lifetime: a live claim keeps its sandbox until it ends; then (or without
+        // a claim, or with a released one waiting for its reset) the sandbox is deleted.
+        let mut old = sandbox(running(), Lifecycle::Claimed, now - 1000);
+        old.marks.claim = Some(claim(now + 5, now - 5));
+        assert_eq!(check(&old), SandboxState::Claimed, "not killed under its user");
+        old.marks.claim = Some(claim(now, now - 5));
+        assert_eq!(check(&old), SandboxState::Expired, "its claim expired");
+        old.marks.claim = Some(claim(now + 500, now - 100));
+        assert_eq!(check(&old), SandboxState::Expired, "its claim sat idle");
+        let mut released = sandbox(running(), Lifecycle::Resetting, now - 1000);
+        released.marks.resetting_since = Some(now);
+        assert_eq!(check(&released), SandboxState::Expired, "not reset for another claim");
 
         let mut resetting = sandbox(running(), Lifecycle::Resetting, now - 10);
         resetting.marks.resetting_since = Some(now - 5);

@@ -4,6 +4,7 @@
 #[path = "common/stack.rs"]
 mod stack;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,82 @@ async fn local_expired_claim_is_reclaimed() {
     let stack = start(&pool("expiry", 1, 2, "destroy")).await;
     stack::expired_claim_is_reclaimed(&stack.api, &stack.clients, "expiry", 1).await;
     stack.manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_idle_claim_is_reclaimed_renewed_one_is_not() {
+    let pools = format!("{}  idleTimeoutSeconds: 4\n", pool("idle", 2, 3, "destroy"));
+    let stack = start(&pools).await;
+    stack::idle_claim_is_reclaimed_renewed_one_is_not(&stack.api, &stack.clients, "idle", 2, 4)
+        .await;
+    stack.manager.stop().await;
+}
+
+/// Sandboxes past `maxLifetimeSeconds` are replaced, never with more than `maxPods` at once; a
+/// claimed one is not killed under its user but serves its claim to the end, and is then
+/// destroyed rather than reset for someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_sandboxes_past_max_lifetime_are_replaced_within_max_pods() {
+    const LIFETIME: u64 = 5;
+    const MAX_PODS: usize = 3;
+    let pools = format!("{}  maxLifetimeSeconds: {LIFETIME}\n", pool("aging", 2, 3, "reset"));
+    let stack = start(&pools).await;
+    let work = stack._dir.path().join("work");
+    stack.api.wait_ready("aging", 2).await;
+    let first: BTreeSet<String> = sandbox_names(&work);
+    let claim = stack.api.claim_ok("aging", "long-session").await;
+    let (session, result) = stack::execute(&stack.clients, &claim, "kept = 41").await;
+    assert_eq!(result.status, antwort_common::agent_api::ExecStatus::Ok, "{result:?}");
+
+    // Renewed all along, the claim outlives its sandbox's lifetime (counted from the sandbox's
+    // start, before the claim) by several seconds, while the unclaimed sandboxes are replaced.
+    let started = Instant::now();
+    let mut seen: BTreeSet<String> = first.clone();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(LIFETIME + 4) {
+        let names = sandbox_names(&work);
+        most = most.max(names.len());
+        assert!(names.len() <= MAX_PODS, "more than maxPods sandboxes: {names:?}");
+        let status = stack.api.pool("aging").await;
+        let occupied = status.ready + status.claimed + status.starting + status.failed;
+        assert!(occupied as usize <= MAX_PODS, "{status:?}");
+        assert_eq!(status.claimed, 1, "the claim holds: {status:?}");
+        seen.extend(names);
+        assert_eq!(stack.api.renew(&claim.claim_id).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let result = stack::execute_in(&stack.clients, &claim, &session.id, "print(kept + 1)").await;
+    assert_eq!(result.stdout, "42\n", "the claimed sandbox was not killed: {result:?}");
+    // Every unclaimed sandbox of the start was replaced (the claimed one is among `first`).
+    let now = sandbox_names(&work);
+    let survivors: Vec<&String> = first.iter().filter(|name| now.contains(*name)).collect();
+    assert_eq!(survivors.len(), 1, "only the claimed sandbox outlives its lifetime: {now:?}");
+    assert!(seen.len() >= first.len() + 2, "replacements were started: {seen:?}");
+    assert!(
+        metrics(&stack.manager)
+            .await
+            .contains("antwort_pool_failures_total{reason=\"max_lifetime\"}"),
+        "the replacements are counted"
+    );
+
+    // Its claim ended, the old sandbox is destroyed, not reset and handed out again.
+    assert_eq!(stack.api.release(&claim.claim_id).await, 204);
+    stack::wait_agent_gone(&stack.clients, &claim).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sandbox_names(&work).contains(survivors[0]) {
+        assert!(Instant::now() < deadline, "{} was not destroyed after its claim", survivors[0]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = stack.api.pool("aging").await;
+    assert!(status.ready + status.claimed + status.starting + status.failed <= 3, "{status:?}");
+    assert!(most <= MAX_PODS);
+    stack.manager.stop().await;
+}
+
+/// The sandboxes under `work`, by name (an agent's forked children share its command line for a
+/// moment, so names, not processes, are counted).
+fn sandbox_names(work: &Path) -> BTreeSet<String> {
+    agent_processes(work).into_iter().map(|(_, name)| name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -395,6 +395,103 @@ pub async fn expired_claim_is_reclaimed(api: &Api, clients: &Clients, pool: &str
     wait_agent_gone(clients, &claim).await;
 }
 
+/// Whether the agent of `claim` still answers (a short timeout: a destroyed one refuses at once).
+pub async fn agent_answers(clients: &Clients, claim: &Claim) -> bool {
+    clients
+        .agent(claim)
+        .get(format!("{}/v1/sessions", claim.agent_endpoint))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok_and(|response| response.status().is_success())
+}
+
+/// Runs `code` in the existing `session` of the claimed agent.
+pub async fn execute_in(
+    clients: &Clients,
+    claim: &Claim,
+    session: &str,
+    code: &str,
+) -> ExecuteResult {
+    clients
+        .agent(claim)
+        .post(format!("{}/v1/sessions/{session}/execute", claim.agent_endpoint))
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .expect("execute on the claimed agent")
+        .json()
+        .await
+        .expect("an ExecuteResult")
+}
+
+/// Pool `pool` (destroy policy, `idleTimeoutSeconds` = `idle_secs`, at least two warm): of two
+/// long-lived claims, the one nobody renews is reclaimed once idle past the timeout (sandbox
+/// destroyed and replaced, the claim id then unknown), while the one renewed all along keeps its
+/// sandbox, session state included, well past the idle timeout.
+pub async fn idle_claim_is_reclaimed_renewed_one_is_not(
+    api: &Api,
+    clients: &Clients,
+    pool: &str,
+    min_ready: u32,
+    idle_secs: u64,
+) {
+    api.wait_ready(pool, min_ready).await;
+    let idle = api.claim_ok(pool, "idle").await;
+    let busy = api.claim_ok(pool, "busy").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(idle.expires_at >= now + 60, "a claim for minutes, far beyond the idle timeout");
+    let (_, result) = execute(clients, &idle, "print('idle')").await;
+    assert_eq!(result.stdout, "idle\n", "{result:?}");
+    let (session, result) = execute(clients, &busy, "kept = 41\nprint('busy')").await;
+    assert_eq!(result.stdout, "busy\n", "{result:?}");
+    // Both start their idle clock now; only `busy` is renewed from here on.
+    assert_eq!(api.renew(&idle.claim_id).await.status(), 200);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(idle_secs + 30);
+    let mut reclaimed_after = None;
+    loop {
+        let renewed = api.renew(&busy.claim_id).await;
+        assert_eq!(renewed.status(), 200, "the renewed claim lives on");
+        if reclaimed_after.is_none() && !agent_answers(clients, &idle).await {
+            reclaimed_after = Some(started.elapsed());
+        }
+        let status = api.pool(pool).await;
+        // Done once the idle claim's sandbox is gone and replaced, and the renewed claim has
+        // outlived the idle timeout twice over.
+        if reclaimed_after.is_some()
+            && status.claimed == 1
+            && status.ready == min_ready
+            && started.elapsed() > Duration::from_secs(2 * idle_secs)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle claim was never reclaimed ({reclaimed_after:?}): {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let reclaimed_after = reclaimed_after.expect("reclaimed");
+    assert!(
+        reclaimed_after >= Duration::from_secs(idle_secs - 1),
+        "reclaimed after {reclaimed_after:?}, before the idle timeout of {idle_secs} s"
+    );
+    let gone = api.renew(&idle.claim_id).await;
+    assert_eq!(gone.status(), 404);
+    assert_eq!(envelope(gone).await.error.code, "claim_not_found");
+    assert_eq!(api.release(&idle.claim_id).await, 404);
+    // The renewed claim's sandbox is the same one, its session state intact.
+    let result = execute_in(clients, &busy, &session.id, "print(kept + 1)").await;
+    assert_eq!(result.stdout, "42\n", "{result:?}");
+    assert_eq!(api.release(&busy.claim_id).await, 204);
+    wait_agent_gone(clients, &busy).await;
+    api.wait_ready(pool, min_ready).await;
+}
+
 /// Bad requests get the envelope; unknown pools 404.
 pub async fn bad_requests_get_the_envelope(api: &Api) {
     let response = api.claim("no-such-pool", "k").await;
