@@ -50,7 +50,9 @@ impl DataDir {
         let pool = self.path.join("pool");
         let stale = pool.join("sandboxes");
         match std::fs::remove_dir_all(&stale) {
-            Ok(()) => tracing::info!(dir = %stale.display(), "removed the sandboxes of an earlier run"),
+            Ok(()) => {
+                tracing::info!(dir = %stale.display(), "removed the sandboxes of an earlier run")
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(Error::File { what: "cannot clean", path: stale, source });

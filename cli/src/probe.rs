@@ -16,9 +16,7 @@ const MAX_BODY: u64 = 1 << 20;
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
         let mut response = Vec::new();
         stream.take(MAX_BODY).read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(response)

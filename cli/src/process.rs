@@ -72,9 +72,11 @@ pub fn spawn(
         .kill_on_drop(true);
     die_with_parent(&mut command);
     let program = Path::new(command.as_std().get_program()).to_path_buf();
-    let mut child = command
-        .spawn()
-        .map_err(|source| Error::Spawn { component: name, program: program.clone(), source })?;
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        component: name,
+        program: program.clone(),
+        source,
+    })?;
     let pid = child.id().expect("a just-spawned child has a pid");
     tracing::debug!(component = name, pid, program = %program.display(), "started");
 

@@ -206,7 +206,10 @@ impl Start<'_> {
         let deadline = Deadline::after(self.args.ready_timeout_secs);
 
         // The model backend.
-        let (backend_url, scripted_pid) = match (self.args.backend_url(), &self.binaries.scripted_backend) {
+        let (backend_url, scripted_pid) = match (
+            self.args.backend_url(),
+            &self.binaries.scripted_backend,
+        ) {
             (Some(url), _) => {
                 tracing::info!(url, "model backend from ANTWORT_BACKEND_URL");
                 (url.to_owned(), None)
@@ -357,7 +360,11 @@ where
             Err(reason) => reason,
         };
         if deadline.passed() {
-            return Err(Error::NotReady { component: component.name, secs: deadline.secs, detail: reason });
+            return Err(Error::NotReady {
+                component: component.name,
+                secs: deadline.secs,
+                detail: reason,
+            });
         }
         tokio::time::sleep(POLL).await;
     }

@@ -16,6 +16,9 @@
 //!   and a kubectl bound to it.
 //! - [`stack`]: the binaries as real processes (scripted backend, sandbox agent with dev-CA
 //!   SVIDs, gateway with `tools.code_interpreter`), ports from their log lines, killed on drop.
+//! - [`antwort_up`]: the whole stack by one command (`antwort up`) as a child process, its
+//!   "ready" block parsed, and a /proc scan for any process of the stack left behind.
+//! - [`http`]: a minimal HTTP/1.0 JSON client over a plain socket.
 //!
 //! Data flows one way: a test renders manifests with [`chart`], reads them with [`manifests`],
 //! checks them with [`security`] and [`chart::validate_offline`], and applies them to a
@@ -27,7 +30,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod antwort_up;
 pub mod chart;
+pub mod http;
 pub mod kube_env;
 pub mod manifests;
 pub mod security;
