@@ -157,6 +157,14 @@ async fn failures_are_typed() {
     let loud = run(&ci, &c, "print('x' * 5000)").await;
     assert_eq!(loud.failure, Some(ToolFailure::OutputTruncated { limit_bytes: 1000 }), "{loud:?}");
     assert!(logs(&loud).len() <= 1000);
+    // The client's logs say why, as the model's text does, within the limit.
+    assert!(logs(&loud).starts_with("xxxx"), "{loud:?}");
+    assert!(
+        logs(&loud)
+            .ends_with("[output_truncated] The output exceeded 1000 bytes and was truncated."),
+        "{loud:?}"
+    );
+    assert!(logs(&slow).contains("\n[timeout] The code was stopped after 2."), "{slow:?}");
 
     // The session still works after all that.
     let after = run(&ci, &c, "print('ok')").await;

@@ -32,7 +32,7 @@ use self::containers::{Container, Containers};
 use self::sandbox::{AgentClient, InterruptOnDrop, PoolClient};
 use crate::error::Error;
 use crate::openresponses::code_interpreter::{
-    self as wire, CallStatus, CodeInterpreterCall, Naming,
+    self as wire, CallOutput, CallStatus, CodeInterpreterCall, Naming,
 };
 use crate::tools::{
     BoxFuture, ContainerBinding, Owner, ToolCall, ToolContext, ToolExecutor, ToolFailure, ToolItem,
@@ -399,15 +399,16 @@ impl CodeInterpreter {
             _ => CallStatus::Failed,
         };
         tracing::info!(code = failure.code(), container = %container_id, "code_interpreter call failed");
+        let note = output::failure_note(&failure);
         ToolOutcome {
-            output_for_model: format!("[{}] {}", failure.code(), failure.message()),
             item: ToolItem::CodeInterpreter(CodeInterpreterCall {
                 id: item_id.to_string(),
                 status,
                 code,
                 container_id: container_id.clone(),
-                outputs: Vec::new(),
+                outputs: vec![CallOutput::Logs { logs: note.clone() }],
             }),
+            output_for_model: note,
             files: Vec::new(),
             failure: Some(failure),
             container_id: (!container_id.is_empty()).then_some(container_id),

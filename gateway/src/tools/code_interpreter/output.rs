@@ -118,10 +118,40 @@ pub fn map_result(result: ExecuteResult, limits: &Limits, container: &Container)
         note(format!("[file written: {} ({} bytes)]", file.path, file.size_bytes));
     }
     if let Some(failure) = &failure {
-        note(format!("[{}] {}", failure.code(), failure.message()));
+        let typed = failure_note(failure);
+        note(typed.clone());
+        append_logs(&mut outputs, &typed, limits.max_logs_bytes);
     }
     if model_text.is_empty() {
         model_text.push_str("(no output)");
     }
     Mapped { outputs, status, failure, model_text, files }
+}
+
+/// How a typed failure reads, for the model and in the client's logs: `[code] message`.
+pub fn failure_note(failure: &ToolFailure) -> String {
+    format!("[{}] {}", failure.code(), failure.message())
+}
+
+/// Adds `line` to the call's `logs` output (made when the code printed nothing), so a client
+/// reading outputs sees why the call did not complete, as the model does. The logs stay within
+/// `limit` bytes: what the code printed gives way to the note.
+pub fn append_logs(outputs: &mut Vec<CallOutput>, line: &str, limit: usize) {
+    let existing = outputs.iter_mut().find_map(|o| match o {
+        CallOutput::Logs { logs } => Some(logs),
+        _ => None,
+    });
+    let Some(logs) = existing else {
+        let mut logs = line.to_string();
+        cut(&mut logs, limit);
+        outputs.insert(0, CallOutput::Logs { logs });
+        return;
+    };
+    let room = limit.saturating_sub(line.len() + 1);
+    cut(logs, room);
+    if !logs.is_empty() && !logs.ends_with('\n') {
+        logs.push('\n');
+    }
+    logs.push_str(line);
+    cut(logs, limit);
 }
