@@ -166,6 +166,42 @@ async fn kube_claims_warm_up_execute_release_and_reset() {
     manager.stop().await;
 }
 
+/// Idle claims are reclaimed (renewed ones are not), and pods past `maxLifetimeSeconds` are
+/// replaced without the pool ever holding more than `maxPods`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_idle_claims_reclaimed_and_old_pods_replaced_within_max_pods() {
+    let cluster = cluster().await;
+    let env = &cluster.env;
+    let mut idle = gateway_pool("idle", 2, 3, RecyclePolicy::Destroy);
+    idle.spec.idle_timeout_seconds = 4;
+    let mut aging = gateway_pool("aging", 2, 2, RecyclePolicy::Destroy);
+    aging.spec.max_lifetime_seconds = 6;
+    for declared in [idle, aging] {
+        env.pools().create(&PostParams::default(), &declared).await.expect("create pool");
+    }
+    let manager = cluster.manager().await;
+    let api = cluster.api(&manager);
+    stack::idle_claim_is_reclaimed_renewed_one_is_not(&api, &cluster.clients, "idle", 2, 4).await;
+
+    api.wait_ready("aging", 2).await;
+    let first = names(&env.live_pods("aging").await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = names(&env.live_pods("aging").await);
+        assert!(now.len() <= 2, "more than maxPods pods: {now:?}");
+        let status = env.pool_status("aging").await;
+        if now.is_disjoint(&first) && now.len() == 2 && status.ready == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods past their lifetime were not replaced: {first:?} -> {now:?}, {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    manager.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_one_leader_no_pod_handed_out_twice_and_restart_adopts() {
     let cluster = cluster().await;
