@@ -78,12 +78,12 @@ impl UpArgs {
                 self.pool_min_ready, self.pool_max_pods
             ));
         }
-        if let Some(url) = self.backend_url() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!(
-                    "--backend-url / ANTWORT_BACKEND_URL: {url:?} is not an http(s):// URL"
-                ));
-            }
+        if let Some(url) = self.backend_url()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "--backend-url / ANTWORT_BACKEND_URL: {url:?} is not an http(s):// URL"
+            ));
         }
         if self.ready_timeout_secs == 0 || self.stop_timeout_secs == 0 {
             problems.push("--ready-timeout-secs and --stop-timeout-secs: at least 1".to_owned());
