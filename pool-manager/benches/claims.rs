@@ -26,6 +26,7 @@ use antwort_pool_manager::config::RuntimeConfig;
 use antwort_pool_manager::crd::{PoolResources, RecyclePolicy, SandboxKind, SandboxPoolSpec};
 use antwort_pool_manager::runtime::kube::KubeConfig;
 use antwort_pool_manager::runtime::local::{LocalConfig, LocalPool};
+use antwort_pool_manager::sandbox_identity::SandboxIdentity;
 use antwort_pool_manager::{Config, SandboxPool};
 use common::stack::{self, Api, Clients, ManagerProcess};
 use kube::api::PostParams;
@@ -314,6 +315,9 @@ async fn bench_kube(rounds: usize) -> Result<Figures, String> {
         namespace: common::NAMESPACE.to_owned(),
         agent_port,
         trust_domain: stack::TRUST_DOMAIN.to_owned(),
+        service_account: "default".to_owned(),
+        // The harness playing the kubelet mints each pod's SVID itself.
+        sandbox_identity: Some(SandboxIdentity::Files { secret_name: "sandbox-svid".to_owned() }),
         lease_name: "antwort-pool-manager".to_owned(),
         lease_duration_secs: 3,
     });

@@ -11,7 +11,8 @@
 //! claims: { wait_ms: 10000, default_ttl_secs: 600, max_ttl_secs: 3600, retry_after_secs: 2 }
 //! reconcile: { interval_ms: 2000, warm_up_deadline_ms: 180000, reset_deadline_ms: 60000 }
 //! runtime:
-//!   kind: local                   # or `kubernetes` (namespace, agent_port, trust_domain, lease_*)
+//!   kind: local                   # or `kubernetes`: namespace, agent_port, trust_domain,
+//!                                 # service_account, sandbox_identity, lease_name, lease_duration_secs
 //!   trust_domain: antwort.local
 //!   ca_dir: /var/lib/antwort/ca
 //!   pools:
@@ -152,6 +153,22 @@ impl Config {
                 if kube.lease_duration_secs == 0 {
                     problems.push("runtime.lease_duration_secs: must be at least 1".to_owned());
                 }
+                if kube.lease_name.is_empty() {
+                    problems.push("runtime.lease_name: must not be empty".to_owned());
+                }
+                if kube.service_account.is_empty() {
+                    problems.push("runtime.service_account: must not be empty".to_owned());
+                }
+                match &kube.sandbox_identity {
+                    Some(identity) => {
+                        problems.extend(identity.problems("runtime.sandbox_identity"))
+                    }
+                    None => problems.push(
+                        "runtime.sandbox_identity: required with runtime.kind kubernetes \
+                         (mode spire, csi or files: how sandbox pods get their SVID)"
+                            .to_owned(),
+                    ),
+                }
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(crate::Error::Config(problems.join("; "))) }
@@ -190,6 +207,37 @@ mod tests {
         assert_eq!(local.pools[0].spec.min_ready, 2);
         assert_eq!(local.pools[0].spec.recycle_policy, crate::crd::RecyclePolicy::Reset);
         assert_eq!(local.pools[0].spec.idle_timeout_seconds, 600, "defaults as in the CRD");
+    }
+
+    /// The chart configures the manager with environment variables only.
+    #[test]
+    fn kubernetes_runtime_from_the_environment() {
+        let env = [
+            ("ANTWORT_SERVER__ALLOWED_CALLERS", r#"["spiffe://td/ns/a/sa/gateway"]"#),
+            ("ANTWORT_IDENTITY__SOURCE", "files"),
+            ("ANTWORT_IDENTITY__DIR", "/var/run/secrets/spiffe.io"),
+            ("ANTWORT_RUNTIME__KIND", "kubernetes"),
+            ("ANTWORT_RUNTIME__NAMESPACE", "a-sandboxes"),
+            ("ANTWORT_RUNTIME__TRUST_DOMAIN", "td"),
+            ("ANTWORT_RUNTIME__SERVICE_ACCOUNT", "a-sandbox"),
+            ("ANTWORT_RUNTIME__SANDBOX_IDENTITY__MODE", "files"),
+            ("ANTWORT_RUNTIME__SANDBOX_IDENTITY__SECRET_NAME", "a-sandbox-svid"),
+        ];
+        let config = load("", &env).expect("a valid config");
+        let RuntimeConfig::Kubernetes(kube) = &config.runtime else { panic!("{config:?}") };
+        assert_eq!(kube.service_account, "a-sandbox");
+        assert_eq!(
+            kube.sandbox_identity,
+            Some(crate::sandbox_identity::SandboxIdentity::Files {
+                secret_name: "a-sandbox-svid".to_owned()
+            })
+        );
+        let error = load("", &env[..7]).expect_err("no sandbox identity").to_string();
+        assert!(error.contains("runtime.sandbox_identity: required"), "{error}");
+        let mut typo = env.to_vec();
+        typo[8] = ("ANTWORT_RUNTIME__SANDBOX_IDENTITY__SECRET", "x");
+        let error = load("", &typo).expect_err("unknown field").to_string();
+        assert!(error.contains("unknown field `secret`"), "{error}");
     }
 
     #[test]

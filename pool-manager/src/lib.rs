@@ -18,6 +18,7 @@
 //!   `SandboxPool`s) and [`runtime::local`] (agent processes on loopback).
 //! - [`crd`]: the `SandboxPool` resource and its generated CRD manifest (`deploy/crd/`).
 //! - [`pod`]: a pool's hardened pod, and marks stored as pod labels/annotations.
+//! - [`sandbox_identity`]: how a pod's agent gets its SVID (SPIRE, cert-manager CSI, a Secret).
 //! - [`metrics`]: Prometheus metrics. [`error`]: the crate's one error type.
 //!
 //! Data flows: gateway -> [`api`] -> [`claim`] -> [`runtime`] (conditional update); runtime
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod pod;
 pub mod reconcile;
 pub mod runtime;
+pub mod sandbox_identity;
 pub mod server;
 pub mod state;
 

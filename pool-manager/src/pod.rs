@@ -16,6 +16,7 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::crd::SandboxPool;
+use crate::runtime::kube::KubeConfig;
 use crate::runtime::{ClaimMarks, Lifecycle, Marks};
 
 /// Names the pool a pod belongs to; the manager's pod watch and lists select on it.
@@ -121,8 +122,9 @@ pub fn running_ip(pod: &Pod) -> Option<&str> {
 /// Renders a new warm pod for `pool`: named `<pool>-<random>` by the API server, owned by the pool
 /// (so deleting the pool deletes its pods, and pod events wake the pool's reconcile).
 /// `extra_callers` (the manager itself, for warm-ups and resets) are allowed to call the agent on
-/// top of the pool's `allowedCallers`.
-pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
+/// top of the pool's `allowedCallers`. The pod runs as `config.service_account` (its SPIFFE ID
+/// names it) and gets its SVID as `config.sandbox_identity` says, in the agent container only.
+pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig) -> Pod {
     let spec = &pool.spec;
     let pool_name = pool.name_any();
     let labels = BTreeMap::from([
@@ -140,6 +142,17 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
         ("cpu".to_owned(), Quantity(spec.resources.cpu.clone())),
         ("memory".to_owned(), Quantity(spec.resources.memory.clone())),
     ]);
+    let identity = config.sandbox_identity.as_ref();
+    let mut agent_env = agent_env(pool, extra_callers);
+    agent_env.extend(identity.map(|identity| identity.agent_env()).unwrap_or_default());
+    let mut agent_mounts =
+        vec![volume_mount("workspace", WORKSPACE_PATH), volume_mount("tmp", "/tmp")];
+    agent_mounts.extend(identity.map(|identity| identity.mount()));
+    let mut volumes = vec![
+        empty_dir("workspace", &spec.resources.workspace_size),
+        empty_dir("tmp", &spec.resources.tmp_size),
+    ];
+    volumes.extend(identity.map(|identity| identity.volume(SANDBOX_UID)));
     Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{pool_name}-")),
@@ -150,6 +163,7 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {
+            service_account_name: Some(config.service_account.clone()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             restart_policy: Some("Never".to_owned()),
@@ -169,7 +183,7 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
                     container_port("agent", AGENT_PORT),
                     container_port("admin", ADMIN_PORT),
                 ]),
-                env: Some(agent_env(pool, extra_callers)),
+                env: Some(agent_env),
                 readiness_probe: Some(Probe {
                     http_get: Some(HTTPGetAction {
                         path: Some("/readyz".to_owned()),
@@ -197,16 +211,10 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String]) -> Pod {
                     seccomp_profile: Some(runtime_default_seccomp()),
                     ..SecurityContext::default()
                 }),
-                volume_mounts: Some(vec![
-                    volume_mount("workspace", WORKSPACE_PATH),
-                    volume_mount("tmp", "/tmp"),
-                ]),
+                volume_mounts: Some(agent_mounts),
                 ..Container::default()
             }],
-            volumes: Some(vec![
-                empty_dir("workspace", &spec.resources.workspace_size),
-                empty_dir("tmp", &spec.resources.tmp_size),
-            ]),
+            volumes: Some(volumes),
             ..PodSpec::default()
         }),
         status: None,
@@ -275,6 +283,7 @@ fn empty_dir(name: &str, size_limit: &str) -> Volume {
 mod tests {
     use super::*;
     use crate::crd::{SandboxKind, SandboxPoolSpec};
+    use crate::sandbox_identity::{self, SandboxIdentity};
 
     fn pool(kind: SandboxKind, egress: bool) -> SandboxPool {
         let spec: SandboxPoolSpec = serde_json::from_value(serde_json::json!({
@@ -289,6 +298,14 @@ mod tests {
         SandboxPool::new("p", spec)
     }
 
+    fn config(identity: Option<SandboxIdentity>) -> KubeConfig {
+        KubeConfig {
+            service_account: "antwort-sandbox".to_owned(),
+            sandbox_identity: identity,
+            ..KubeConfig::default()
+        }
+    }
+
     fn env(pod: &Pod) -> BTreeMap<String, String> {
         pod.spec.as_ref().expect("spec").containers[0]
             .env
@@ -300,7 +317,11 @@ mod tests {
 
     #[test]
     fn pod_carries_pool_labels_and_agent_config() {
-        let pod = render(&pool(SandboxKind::FileSearch, true), &["spiffe://td/manager".to_owned()]);
+        let pod = render(
+            &pool(SandboxKind::FileSearch, true),
+            &["spiffe://td/manager".to_owned()],
+            &config(None),
+        );
         let labels = pod.labels();
         assert_eq!(labels[LABEL_POOL], "p");
         assert_eq!(labels[LABEL_STATE], "starting");
@@ -317,9 +338,59 @@ mod tests {
         assert_eq!(env["ANTWORT_WORKSPACE__ROOT"], WORKSPACE_PATH);
     }
 
+    /// Every mode mounts one identity volume into the agent container, and only there; the pod
+    /// runs as the configured ServiceAccount (the last segment of its SPIFFE ID).
+    #[test]
+    fn identity_goes_to_the_agent_container_only() {
+        for identity in [
+            SandboxIdentity::Spire { socket_name: "spire-agent.sock".to_owned() },
+            SandboxIdentity::Csi {},
+            SandboxIdentity::Files { secret_name: "antwort-sandbox-svid".to_owned() },
+        ] {
+            let pod =
+                render(&pool(SandboxKind::Python, false), &[], &config(Some(identity.clone())));
+            let spec = pod.spec.as_ref().expect("spec");
+            assert_eq!(spec.service_account_name.as_deref(), Some("antwort-sandbox"));
+            assert_eq!(spec.automount_service_account_token, Some(false));
+            let volumes: Vec<&Volume> = spec
+                .volumes
+                .iter()
+                .flatten()
+                .filter(|volume| volume.name == sandbox_identity::VOLUME)
+                .collect();
+            assert_eq!(volumes, [&identity.volume(SANDBOX_UID)], "{identity:?}");
+            for container in &spec.containers {
+                let mounted = container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .filter(|mount| mount.name == sandbox_identity::VOLUME)
+                    .count();
+                let env_names: Vec<&str> =
+                    container.env.iter().flatten().map(|var| var.name.as_str()).collect();
+                let has_identity_env = env_names.contains(&"ANTWORT_IDENTITY__SOURCE");
+                if container.name == "agent" {
+                    assert_eq!(mounted, 1, "{identity:?}");
+                    assert!(has_identity_env, "{env_names:?}");
+                } else {
+                    assert_eq!(mounted, 0, "{} must not see the identity", container.name);
+                    assert!(!has_identity_env, "{}: {env_names:?}", container.name);
+                }
+            }
+            let env = env(&pod);
+            for var in identity.agent_env() {
+                assert_eq!(env.get(&var.name), var.value.as_ref(), "{identity:?}");
+            }
+        }
+        // Without an identity (only tests run so): no identity volume at all.
+        let pod = render(&pool(SandboxKind::Python, false), &[], &config(None));
+        let spec = pod.spec.expect("spec");
+        assert!(spec.volumes.iter().flatten().all(|v| v.name != sandbox_identity::VOLUME));
+    }
+
     #[test]
     fn marks_round_trip_through_labels_and_annotations() {
-        let mut pod = render(&pool(SandboxKind::Python, false), &[]);
+        let mut pod = render(&pool(SandboxKind::Python, false), &[], &config(None));
         assert_eq!(marks(&pod), Marks::default());
         let written = Marks {
             lifecycle: Lifecycle::Claimed,

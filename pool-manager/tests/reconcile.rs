@@ -9,6 +9,7 @@ use antwort_common::identity::{FilesConfig, IdentityConfig};
 use antwort_pool_manager::Config;
 use antwort_pool_manager::config::RuntimeConfig;
 use antwort_pool_manager::runtime::kube::KubeConfig;
+use antwort_pool_manager::sandbox_identity::SandboxIdentity;
 use common::stack;
 
 use std::collections::BTreeSet;
@@ -100,6 +101,11 @@ impl Cluster {
             namespace: common::NAMESPACE.to_owned(),
             agent_port: self.agent_port,
             trust_domain: stack::TRUST_DOMAIN.to_owned(),
+            service_account: "default".to_owned(),
+            // The harness playing the kubelet mints each pod's SVID itself.
+            sandbox_identity: Some(SandboxIdentity::Files {
+                secret_name: "sandbox-svid".to_owned(),
+            }),
             lease_name: "antwort-pool-manager".to_owned(),
             lease_duration_secs: 3,
         });
@@ -302,7 +308,22 @@ async fn pods_stored_in_the_cluster_are_hardened() {
     let mut config = Config::default();
     config.server.allowed_callers = vec![stack::GATEWAY_ID.to_owned()];
     config.identity = Some(IdentityConfig::Files(FilesConfig::in_dir(svid.path())));
-    config.runtime = RuntimeConfig::Kubernetes(KubeConfig::default());
+    // Sandboxes run as a ServiceAccount of their own, their SVID from SPIRE's CSI driver.
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(env.client.clone(), common::NAMESPACE);
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "antwort-sandbox" },
+            "automountServiceAccountToken": false,
+        }))
+        .expect("a ServiceAccount");
+    accounts.create(&PostParams::default(), &account).await.expect("create the ServiceAccount");
+    let identity = SandboxIdentity::Spire { socket_name: "spire-agent.sock".to_owned() };
+    config.runtime = RuntimeConfig::Kubernetes(KubeConfig {
+        service_account: "antwort-sandbox".to_owned(),
+        sandbox_identity: Some(identity.clone()),
+        ..KubeConfig::default()
+    });
     let _manager = stack::ManagerProcess::start(config, Some(env.client.clone())).await;
     eventually("1 pod created", || async { live_count(&env, "hard").await == 1 }).await;
     // Read back from the API server: what the cluster stored, defaults included.
@@ -350,12 +371,24 @@ async fn pods_stored_in_the_cluster_are_hardened() {
         BTreeSet::from([
             ("tmp".to_owned(), "/tmp".to_owned()),
             ("workspace".to_owned(), "/mnt/data".to_owned()),
+            ("spiffe-identity".to_owned(), "/spiffe-workload-api".to_owned()),
         ])
     );
     for volume in spec.volumes.iter().flatten() {
+        if volume.name == "spiffe-identity" {
+            // Read-only, from the SPIFFE CSI driver: the agent's Workload API socket.
+            let csi = volume.csi.as_ref().expect("a CSI volume");
+            assert_eq!((csi.driver.as_str(), csi.read_only), ("csi.spiffe.io", Some(true)));
+            continue;
+        }
         let empty_dir = volume.empty_dir.as_ref().expect("only emptyDir volumes");
         assert!(empty_dir.size_limit.is_some(), "{} has a size limit", volume.name);
     }
-    assert_eq!(spec.volumes.iter().flatten().count(), 2);
-    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    assert_eq!(spec.volumes.iter().flatten().count(), 3);
+    let env: Vec<(String, Option<String>)> =
+        container.env.iter().flatten().map(|v| (v.name.clone(), v.value.clone())).collect();
+    for var in identity.agent_env() {
+        assert!(env.contains(&(var.name.clone(), var.value.clone())), "{var:?} in {env:?}");
+    }
+    assert_eq!(spec.service_account_name.as_deref(), Some("antwort-sandbox"));
 }

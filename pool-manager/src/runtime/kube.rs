@@ -16,6 +16,7 @@ use super::{Marks, Phase, Pool, Pulse, Runtime, Sandbox};
 use crate::crd::{SandboxPool, SandboxPoolStatus};
 use crate::error::{Error, Result};
 use crate::pod;
+use crate::sandbox_identity::SandboxIdentity;
 
 /// The `runtime:` config section when `kind: kubernetes`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -27,6 +28,11 @@ pub struct KubeConfig {
     pub agent_port: u16,
     /// Agents present `spiffe://<trust_domain>/ns/<namespace>/sa/<pod's service account>`.
     pub trust_domain: String,
+    /// The ServiceAccount sandbox pods run as (its token is never mounted): the last segment of
+    /// their SPIFFE ID, so give them one of their own.
+    pub service_account: String,
+    /// How sandbox pods get their SVID (`spire`, `csi` or `files`); required.
+    pub sandbox_identity: Option<SandboxIdentity>,
     /// The Lease replicas elect their leader with.
     pub lease_name: String,
     /// How long a leader's Lease lasts without renewal, in seconds.
@@ -39,6 +45,8 @@ impl Default for KubeConfig {
             namespace: "default".to_owned(),
             agent_port: u16::try_from(pod::AGENT_PORT).unwrap_or(8443),
             trust_domain: "antwort.local".to_owned(),
+            service_account: "default".to_owned(),
+            sandbox_identity: None,
             lease_name: "antwort-pool-manager".to_owned(),
             lease_duration_secs: 15,
         }
@@ -195,7 +203,7 @@ impl Runtime for KubeRuntime {
         let resource = pool.resource.as_ref().ok_or_else(|| {
             Error::Config(format!("pool {} has no SandboxPool resource", pool.name))
         })?;
-        let rendered = pod::render(resource, &self.manager_ids);
+        let rendered = pod::render(resource, &self.manager_ids, &self.config);
         self.pods_api().create(&PostParams::default(), &rendered).await?;
         Ok(())
     }
