@@ -60,6 +60,10 @@ pub enum Error {
     /// The database cannot be reached (down, restarting, pool exhausted); retrying may succeed.
     #[error("The storage backend is unavailable, try again shortly: {0}")]
     StoreUnavailable(String),
+    /// A container's sandbox cannot be claimed or reached (the containers API; the code
+    /// interpreter hands such failures to the model instead).
+    #[error("The sandbox is unavailable, try again shortly: {0}")]
+    SandboxUnavailable(String),
 }
 
 impl Error {
@@ -100,7 +104,9 @@ impl Error {
             Self::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable(_) | Self::SandboxUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -122,7 +128,8 @@ impl Error {
             Self::Backend { .. }
             | Self::BackendTimeout { .. }
             | Self::Internal(_)
-            | Self::StoreUnavailable(_) => "server_error",
+            | Self::StoreUnavailable(_)
+            | Self::SandboxUnavailable(_) => "server_error",
             Self::NotFound { .. } => "not_found_error",
         }
     }
@@ -148,6 +155,7 @@ impl Error {
             Self::Internal(_) => "internal_error",
             Self::NotFound { .. } => "not_found",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::SandboxUnavailable(_) => "sandbox_unavailable",
         }
     }
 

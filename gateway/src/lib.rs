@@ -112,7 +112,9 @@ pub fn build_app(config: &Config, store: Arc<dyn store::Store>) -> Result<App, E
     }
     let metrics = Arc::new(metrics::Metrics::new());
     let code_interpreter = match &config.tools.code_interpreter {
-        Some(ci) => Some(Arc::new(tools::code_interpreter::CodeInterpreter::from_config(ci)?)),
+        Some(ci) => Some(Arc::new(
+            tools::code_interpreter::CodeInterpreter::from_config(ci)?.with_store(store.clone()),
+        )),
         None => None,
     };
     let tools_shutdown = tokio_util::sync::CancellationToken::new();

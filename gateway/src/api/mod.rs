@@ -3,6 +3,7 @@
 
 mod background;
 mod compact;
+mod containers;
 mod conversations;
 mod error;
 mod health;
@@ -71,6 +72,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{id}/items/{item_id}",
             get(conversations::get_item).delete(conversations::delete_item),
         )
+        .route("/v1/containers", post(containers::create).get(containers::list))
+        .route("/v1/containers/{id}", get(containers::get).delete(containers::delete))
+        .route(
+            "/v1/containers/{id}/files",
+            // Uploads count their own bytes against `tools.code_interpreter.max_upload_bytes`.
+            get(containers::list_files)
+                .post(containers::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/containers/{id}/files/{file_id}",
+            get(containers::get_file).delete(containers::delete_file),
+        )
+        .route("/v1/containers/{id}/files/{file_id}/content", get(containers::file_content))
         .route("/v1/models", get(models::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -90,8 +90,9 @@ impl Engine {
     }
 
     /// The request's server-side tools can run here: code_interpreter is configured, and a
-    /// container it names is the caller's (else 404, as for any object of another owner).
-    fn check_tools(&self, owner: &Owner, request: &CreateResponse) -> Result<()> {
+    /// container it names is the caller's (else 404, as for any object of another owner) and
+    /// has not expired (400 `container_expired`).
+    async fn check_tools(&self, owner: &Owner, request: &CreateResponse) -> Result<()> {
         let Some(tool) = &request.code_interpreter else { return Ok(()) };
         let Some(ci) = &self.tools.code_interpreter else {
             return Err(Error::invalid_request(
@@ -102,7 +103,7 @@ impl Engine {
         };
         match &tool.container {
             crate::openresponses::code_interpreter::ContainerParam::Id(id) => {
-                ci.check_container(owner, id)
+                ci.validate_container(owner, id).await
             }
             _ => Ok(()),
         }
@@ -283,7 +284,7 @@ impl Engine {
     /// `owner`.
     pub async fn respond(&self, owner: &Owner, request: CreateResponse) -> Result<ResponseObject> {
         let route = self.route(&request)?;
-        self.check_tools(owner, &request)?;
+        self.check_tools(owner, &request).await?;
         let response = ResponseObject::new(new_id("resp"), unix_now(), &request);
         let mut builder = ResponseBuilder::new(response, &request, false, self.tools.naming());
         let result = async {
@@ -319,7 +320,7 @@ impl Engine {
         request: CreateResponse,
     ) -> Result<impl Stream<Item = StreamEvent> + Send + 'static + use<>> {
         let route = self.route(&request)?;
-        self.check_tools(owner, &request)?;
+        self.check_tools(owner, &request).await?;
         let first = match route
             .provider
             .start(&request, &route.upstream_model, true)

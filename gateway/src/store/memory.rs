@@ -10,8 +10,9 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
 use super::{
-    Access, Claim, Conversation, ExpiredLease, ListPage, NewResponse, Order, Owner, Page, Store,
-    StoredEvent, StoredResponse, is_terminal, item_id, now_millis, output_items, page_of,
+    Access, Claim, ContainerStatus, Conversation, ExpiredLease, ListPage, NewResponse, Order,
+    Owner, Page, Store, StoredContainer, StoredContainerFile, StoredEvent, StoredResponse,
+    is_terminal, item_id, now_millis, output_items, page_of,
 };
 use crate::error::Result;
 use crate::openresponses::response::ResponseStatus;
@@ -26,6 +27,10 @@ struct State {
     /// By id; ids are time-ordered, so this is creation order.
     responses: BTreeMap<String, ResponseEntry>,
     conversations: BTreeMap<String, ConversationEntry>,
+    /// By id (creation order).
+    containers: BTreeMap<String, StoredContainer>,
+    /// By container id, each list in the order the files were first recorded.
+    container_files: BTreeMap<String, Vec<StoredContainerFile>>,
 }
 
 struct ResponseEntry {
@@ -85,7 +90,12 @@ fn append_new(list: &mut Vec<Value>, items: &[Value]) {
 /// Pages through `items` (in ascending order) by their ids; an `after`/`before` id that is not
 /// in the list gives an empty page, as the SQL engines do.
 fn page_by_position(items: &[Value], page: &Page) -> ListPage<Value> {
-    let position = |id: &str| items.iter().position(|i| item_id(i) == id);
+    page_by_key(items, |item| item_id(item), page)
+}
+
+/// [`page_by_position`] for any objects whose id `key` gives.
+fn page_by_key<T: Clone>(items: &[T], key: impl Fn(&T) -> &str, page: &Page) -> ListPage<T> {
+    let position = |id: &str| items.iter().position(|i| key(i) == id);
     let mut low = 0usize; // inclusive, ascending indices
     let mut high = items.len(); // exclusive
     let (after_bound, before_bound) = match page.order {
@@ -105,11 +115,16 @@ fn page_by_position(items: &[Value], page: &Page) -> ListPage<Value> {
         }
     }
     let slice = if low < high { &items[low..high] } else { &[][..] };
-    let data: Vec<Value> = match page.order {
+    let data: Vec<T> = match page.order {
         Order::Asc => slice.iter().take(page.limit + 1).cloned().collect(),
         Order::Desc => slice.iter().rev().take(page.limit + 1).cloned().collect(),
     };
     page_of(data, page.limit)
+}
+
+fn idle_past_expiry(container: &StoredContainer, now: i64) -> bool {
+    container.status == ContainerStatus::Running
+        && container.last_active_at.saturating_add(container.idle_ms) <= now
 }
 
 fn stored_view(entry: &ResponseEntry) -> StoredResponse {
@@ -584,6 +599,189 @@ impl Store for MemoryStore {
                 let before = entry.items.len();
                 entry.items.retain(|i| item_id(i) != item_id_wanted);
                 entry.items.len() != before
+            }))
+        })
+    }
+
+    // === containers ===
+
+    fn create_container<'a>(&'a self, container: &'a StoredContainer) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.with(|state| state.containers.insert(container.id.clone(), container.clone()));
+            Ok(())
+        })
+    }
+
+    fn get_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainer>>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                state.containers.get(id).filter(|c| access.allows(&c.owner)).cloned()
+            }))
+        })
+    }
+
+    fn list_containers<'a>(
+        &'a self,
+        access: &'a Access,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                let visible: Vec<StoredContainer> = state
+                    .containers
+                    .values()
+                    .filter(|c| access.allows(&c.owner))
+                    .cloned()
+                    .collect();
+                page_by_key(&visible, |c| c.id.as_str(), page)
+            }))
+        })
+    }
+
+    fn touch_container<'a>(
+        &'a self,
+        id: &'a str,
+        last_active_at: i64,
+        claim_expires_at: i64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.with(|state| match state.containers.get_mut(id) {
+                Some(c) if c.status == ContainerStatus::Running => {
+                    c.last_active_at = c.last_active_at.max(last_active_at);
+                    c.sandbox.claim_expires_at = claim_expires_at;
+                    true
+                }
+                _ => false,
+            }))
+        })
+    }
+
+    fn idle_containers(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredContainer>>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                let mut idle: Vec<StoredContainer> = state
+                    .containers
+                    .values()
+                    .filter(|c| idle_past_expiry(c, now))
+                    .cloned()
+                    .collect();
+                idle.sort_by_key(|c| c.last_active_at);
+                idle.truncate(limit);
+                idle
+            }))
+        })
+    }
+
+    fn expire_container<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.with(|state| match state.containers.get_mut(id) {
+                Some(c) if idle_past_expiry(c, now) => {
+                    c.status = ContainerStatus::Expired;
+                    true
+                }
+                _ => false,
+            }))
+        })
+    }
+
+    fn delete_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                if !state.containers.get(id).is_some_and(|c| access.allows(&c.owner)) {
+                    return false;
+                }
+                state.container_files.remove(id);
+                state.containers.remove(id).is_some()
+            }))
+        })
+    }
+
+    fn put_container_file<'a>(
+        &'a self,
+        file: &'a StoredContainerFile,
+    ) -> BoxFuture<'a, Result<StoredContainerFile>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                let files = state.container_files.entry(file.container_id.clone()).or_default();
+                match files.iter_mut().find(|f| f.id == file.id) {
+                    Some(existing) => {
+                        existing.bytes = file.bytes;
+                        existing.source = file.source.clone();
+                        existing.clone()
+                    }
+                    None => {
+                        files.push(file.clone());
+                        file.clone()
+                    }
+                }
+            }))
+        })
+    }
+
+    fn list_container_files<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainerFile>>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                let visible: Vec<StoredContainerFile> = state
+                    .container_files
+                    .get(container_id)
+                    .map(|files| {
+                        files.iter().filter(|f| access.allows(&f.owner)).cloned().collect()
+                    })
+                    .unwrap_or_default();
+                page_by_key(&visible, |f| f.id.as_str(), page)
+            }))
+        })
+    }
+
+    fn get_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainerFile>>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                state
+                    .container_files
+                    .get(container_id)?
+                    .iter()
+                    .find(|f| f.id == file_id && access.allows(&f.owner))
+                    .cloned()
+            }))
+        })
+    }
+
+    fn delete_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.with(|state| {
+                let Some(files) = state.container_files.get_mut(container_id) else {
+                    return false;
+                };
+                let before = files.len();
+                files.retain(|f| !(f.id == file_id && access.allows(&f.owner)));
+                files.len() != before
             }))
         })
     }

@@ -1,5 +1,6 @@
 //! STORE: what the gateway keeps. Responses (with their input and output items, their stream
-//! events and, for background mode, their queue state) and conversations (with their items).
+//! events and, for background mode, their queue state), conversations (with their items) and
+//! code interpreter containers (with their sandbox's whereabouts and their files).
 //!
 //! One boundary, [`Store`], three engines:
 //! - [`memory::MemoryStore`]: a process-local map (tests; per-connection caches);
@@ -139,6 +140,76 @@ pub struct Conversation {
     pub owner: Owner,
     pub created_at: i64,
     pub metadata: Map<String, Value>,
+}
+
+/// A code interpreter container (`cntr_...`) as stored: its API fields and how to reach its
+/// sandbox, so any gateway replica can serve a container another one created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredContainer {
+    pub id: String,
+    pub owner: Owner,
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub status: ContainerStatus,
+    /// Unix milliseconds of the last use (an execution, a file operation).
+    pub last_active_at: i64,
+    /// How long after `last_active_at` the container expires, in milliseconds.
+    pub idle_ms: i64,
+    /// As the client asked for it (`1g`, `4g`, ...); the pool decides the real limit.
+    pub memory_limit: Option<String>,
+    pub sandbox: SandboxRef,
+}
+
+/// Where a container's sandbox is: the pool manager's claim and the agent session on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRef {
+    pub claim_id: String,
+    pub pool: String,
+    pub agent_endpoint: String,
+    pub agent_spiffe_id: String,
+    /// Unix seconds at which the pool manager frees the claim unless it is renewed.
+    pub claim_expires_at: i64,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    Running,
+    /// Idle past its expiry: the claim is released, the workspace gone; the record stays.
+    Expired,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "running" => Ok(Self::Running),
+            "expired" => Ok(Self::Expired),
+            other => Err(Error::Internal(format!("stored container status `{other}` is unknown"))),
+        }
+    }
+}
+
+/// A file in a container's workspace (`cfile_...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredContainerFile {
+    pub id: String,
+    pub container_id: String,
+    pub owner: Owner,
+    /// Relative to the workspace, `/`-separated.
+    pub path: String,
+    pub bytes: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// `user` (uploaded) or `assistant` (written by code).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -373,6 +444,82 @@ pub trait Store: Send + Sync + 'static {
         access: &'a Access,
         conversation_id: &'a str,
         item_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    // === containers ===
+
+    fn create_container<'a>(&'a self, container: &'a StoredContainer) -> BoxFuture<'a, Result<()>>;
+
+    fn get_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainer>>>;
+
+    /// Containers visible to `access`, ordered by id (creation time).
+    fn list_containers<'a>(
+        &'a self,
+        access: &'a Access,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>>;
+
+    /// Records the use of running container `id`: `last_active_at` (unix ms; never moved back)
+    /// and its claim's expiry. `false`: no such running container.
+    fn touch_container<'a>(
+        &'a self,
+        id: &'a str,
+        last_active_at: i64,
+        claim_expires_at: i64,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Up to `limit` running containers (of every owner) idle past their own expiry at `now`
+    /// (unix ms), least recently active first: candidates for [`Store::expire_container`].
+    fn idle_containers(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredContainer>>>;
+
+    /// Marks container `id` expired if it is running and idle past its expiry at `now` (unix
+    /// ms). `true`: this call expired it, so the caller ends its sandbox (replicas racing for
+    /// the same container: exactly one wins).
+    fn expire_container<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<bool>>;
+
+    /// Deletes a container with its file records. `false`: not found.
+    fn delete_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Writes a file record; a record with the same id keeps its `created_at` and takes the new
+    /// `bytes` and `source`. Returns the record as stored.
+    fn put_container_file<'a>(
+        &'a self,
+        file: &'a StoredContainerFile,
+    ) -> BoxFuture<'a, Result<StoredContainerFile>>;
+
+    /// A container's files in the order they were first recorded, paged by file id.
+    fn list_container_files<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainerFile>>>;
+
+    fn get_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainerFile>>>;
+
+    /// `false`: no such file in that container.
+    fn delete_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
     ) -> BoxFuture<'a, Result<bool>>;
 }
 

@@ -21,9 +21,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr};
 
 use super::{
-    Access, Claim, Conversation, ExpiredLease, ListPage, NewResponse, Order, Owner, Page, Store,
-    StoreSettings, StoredEvent, StoredResponse, is_terminal, item_id, now_millis, output_items,
-    page_of,
+    Access, Claim, ContainerStatus, Conversation, ExpiredLease, ListPage, NewResponse, Order,
+    Owner, Page, SandboxRef, Store, StoreSettings, StoredContainer, StoredContainerFile,
+    StoredEvent, StoredResponse, is_terminal, item_id, now_millis, output_items, page_of,
 };
 use crate::error::{Error, Result};
 use crate::openresponses::response::ResponseStatus;
@@ -31,10 +31,14 @@ use crate::openresponses::response::ResponseStatus;
 const OUTPUT_BASE: i64 = 1 << 40;
 
 /// Migrations, embedded in the binary (one list per engine, from the top-level `migrations/`).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, "containers", include_str!("../../../migrations/sqlite/0002_containers.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, "containers", include_str!("../../../migrations/postgres/0002_containers.sql")),
+];
 
 pub struct SqlStore {
     pool: Pool,
@@ -75,6 +79,52 @@ macro_rules! decode_response {
             conversation_id: row.try_get("conversation_id")?,
             response,
             cancel_requested: row.try_get("cancel_requested")?,
+        }
+    }};
+}
+
+/// The columns [`decode_container!`] reads.
+const CONTAINER_COLUMNS: &str = "id, tenant, owner, name, created_at, status, last_active_at, idle_ms, memory_limit, claim_id, pool, agent_endpoint, agent_spiffe_id, claim_expires_at, session_id";
+
+macro_rules! decode_container {
+    ($row:expr) => {{
+        let row = $row;
+        StoredContainer {
+            id: row.try_get("id")?,
+            owner: Owner { tenant: row.try_get("tenant")?, user: row.try_get("owner")? },
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+            status: ContainerStatus::parse(&row.try_get::<String, _>("status")?)?,
+            last_active_at: row.try_get("last_active_at")?,
+            idle_ms: row.try_get("idle_ms")?,
+            memory_limit: row.try_get("memory_limit")?,
+            sandbox: SandboxRef {
+                claim_id: row.try_get("claim_id")?,
+                pool: row.try_get("pool")?,
+                agent_endpoint: row.try_get("agent_endpoint")?,
+                agent_spiffe_id: row.try_get("agent_spiffe_id")?,
+                claim_expires_at: row.try_get("claim_expires_at")?,
+                session_id: row.try_get("session_id")?,
+            },
+        }
+    }};
+}
+
+/// The columns [`decode_container_file!`] reads.
+const CONTAINER_FILE_COLUMNS: &str =
+    "id, container_id, tenant, owner, path, bytes, created_at, source";
+
+macro_rules! decode_container_file {
+    ($row:expr) => {{
+        let row = $row;
+        StoredContainerFile {
+            id: row.try_get("id")?,
+            container_id: row.try_get("container_id")?,
+            owner: Owner { tenant: row.try_get("tenant")?, user: row.try_get("owner")? },
+            path: row.try_get("path")?,
+            bytes: row.try_get("bytes")?,
+            created_at: row.try_get("created_at")?,
+            source: row.try_get("source")?,
         }
     }};
 }
@@ -1094,6 +1144,285 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected();
                 Ok(deleted == 1)
+            })
+        })
+    }
+
+    // === containers ===
+
+    fn create_container<'a>(&'a self, container: &'a StoredContainer) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            on_pool!(self, |pool| {
+                sqlx::query(
+                    "INSERT INTO containers (id, tenant, owner, name, created_at, status, last_active_at, idle_ms, memory_limit, \
+                     claim_id, pool, agent_endpoint, agent_spiffe_id, claim_expires_at, session_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(&container.id)
+                .bind(&container.owner.tenant)
+                .bind(&container.owner.user)
+                .bind(&container.name)
+                .bind(container.created_at)
+                .bind(container.status.as_str())
+                .bind(container.last_active_at)
+                .bind(container.idle_ms)
+                .bind(&container.memory_limit)
+                .bind(&container.sandbox.claim_id)
+                .bind(&container.sandbox.pool)
+                .bind(&container.sandbox.agent_endpoint)
+                .bind(&container.sandbox.agent_spiffe_id)
+                .bind(container.sandbox.claim_expires_at)
+                .bind(&container.sandbox.session_id)
+                .execute(pool)
+                .await?;
+            });
+            Ok(())
+        })
+    }
+
+    fn get_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainer>>> {
+        Box::pin(async move {
+            let text = format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 AND tenant = $2 AND ($3 IS NULL OR owner = $3)"
+            );
+            on_pool!(self, |pool| {
+                let row = sqlx::query(sql(text))
+                    .bind(id)
+                    .bind(&access.tenant)
+                    .bind(&access.user)
+                    .fetch_optional(pool)
+                    .await?;
+                match row {
+                    Some(row) => Ok(Some(decode_container!(&row))),
+                    None => Ok(None),
+                }
+            })
+        })
+    }
+
+    fn list_containers<'a>(
+        &'a self,
+        access: &'a Access,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>> {
+        Box::pin(async move {
+            let (low, high) = bounds(page);
+            let text = format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE tenant = $1 AND ($2 IS NULL OR owner = $2) \
+                 AND ($3 IS NULL OR id > $3) AND ($4 IS NULL OR id < $4) ORDER BY id {} LIMIT $5",
+                direction(page.order)
+            );
+            on_pool!(self, |pool| {
+                let rows = sqlx::query(sql(text))
+                    .bind(&access.tenant)
+                    .bind(&access.user)
+                    .bind(low)
+                    .bind(high)
+                    .bind(fetch_limit(page))
+                    .fetch_all(pool)
+                    .await?;
+                let mut data = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    data.push(decode_container!(row));
+                }
+                Ok(page_of(data, page.limit))
+            })
+        })
+    }
+
+    fn touch_container<'a>(
+        &'a self,
+        id: &'a str,
+        last_active_at: i64,
+        claim_expires_at: i64,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            on_pool!(self, |pool| {
+                let done = sqlx::query(
+                    "UPDATE containers SET \
+                     last_active_at = CASE WHEN last_active_at < $2 THEN $2 ELSE last_active_at END, \
+                     claim_expires_at = $3 WHERE id = $1 AND status = 'running'",
+                )
+                .bind(id)
+                .bind(last_active_at)
+                .bind(claim_expires_at)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+    }
+
+    fn idle_containers(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredContainer>>> {
+        Box::pin(async move {
+            let text = format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE status = 'running' AND last_active_at + idle_ms <= $1 \
+                 ORDER BY last_active_at LIMIT $2"
+            );
+            on_pool!(self, |pool| {
+                let rows =
+                    sqlx::query(sql(text)).bind(now).bind(limit as i64).fetch_all(pool).await?;
+                let mut data = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    data.push(decode_container!(row));
+                }
+                Ok(data)
+            })
+        })
+    }
+
+    fn expire_container<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            on_pool!(self, |pool| {
+                let done = sqlx::query(
+                    "UPDATE containers SET status = 'expired' \
+                     WHERE id = $1 AND status = 'running' AND last_active_at + idle_ms <= $2",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+    }
+
+    fn delete_container<'a>(
+        &'a self,
+        access: &'a Access,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            on_pool!(self, |pool| {
+                // The file rows go with it (ON DELETE CASCADE).
+                let done = sqlx::query(
+                    "DELETE FROM containers WHERE id = $1 AND tenant = $2 AND ($3 IS NULL OR owner = $3)",
+                )
+                .bind(id)
+                .bind(&access.tenant)
+                .bind(&access.user)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+    }
+
+    fn put_container_file<'a>(
+        &'a self,
+        file: &'a StoredContainerFile,
+    ) -> BoxFuture<'a, Result<StoredContainerFile>> {
+        Box::pin(async move {
+            let text = format!(
+                "INSERT INTO container_files (id, container_id, tenant, owner, path, bytes, created_at, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, source = excluded.source \
+                 RETURNING {CONTAINER_FILE_COLUMNS}"
+            );
+            on_pool!(self, |pool| {
+                let row = sqlx::query(sql(text))
+                    .bind(&file.id)
+                    .bind(&file.container_id)
+                    .bind(&file.owner.tenant)
+                    .bind(&file.owner.user)
+                    .bind(&file.path)
+                    .bind(file.bytes)
+                    .bind(file.created_at)
+                    .bind(&file.source)
+                    .fetch_one(pool)
+                    .await?;
+                Ok(decode_container_file!(&row))
+            })
+        })
+    }
+
+    fn list_container_files<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        page: &'a Page,
+    ) -> BoxFuture<'a, Result<ListPage<StoredContainerFile>>> {
+        Box::pin(async move {
+            let (low, high) = bounds(page);
+            let text = format!(
+                "SELECT {CONTAINER_FILE_COLUMNS} FROM container_files WHERE container_id = $1 AND tenant = $2 AND ($3 IS NULL OR owner = $3) \
+                 AND ($4 IS NULL OR seq > (SELECT seq FROM container_files WHERE container_id = $1 AND id = $4)) \
+                 AND ($5 IS NULL OR seq < (SELECT seq FROM container_files WHERE container_id = $1 AND id = $5)) \
+                 ORDER BY seq {} LIMIT $6",
+                direction(page.order)
+            );
+            on_pool!(self, |pool| {
+                let rows = sqlx::query(sql(text))
+                    .bind(container_id)
+                    .bind(&access.tenant)
+                    .bind(&access.user)
+                    .bind(low)
+                    .bind(high)
+                    .bind(fetch_limit(page))
+                    .fetch_all(pool)
+                    .await?;
+                let mut data = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    data.push(decode_container_file!(row));
+                }
+                Ok(page_of(data, page.limit))
+            })
+        })
+    }
+
+    fn get_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredContainerFile>>> {
+        Box::pin(async move {
+            let text = format!(
+                "SELECT {CONTAINER_FILE_COLUMNS} FROM container_files \
+                 WHERE container_id = $1 AND id = $2 AND tenant = $3 AND ($4 IS NULL OR owner = $4)"
+            );
+            on_pool!(self, |pool| {
+                let row = sqlx::query(sql(text))
+                    .bind(container_id)
+                    .bind(file_id)
+                    .bind(&access.tenant)
+                    .bind(&access.user)
+                    .fetch_optional(pool)
+                    .await?;
+                match row {
+                    Some(row) => Ok(Some(decode_container_file!(&row))),
+                    None => Ok(None),
+                }
+            })
+        })
+    }
+
+    fn delete_container_file<'a>(
+        &'a self,
+        access: &'a Access,
+        container_id: &'a str,
+        file_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            on_pool!(self, |pool| {
+                let done = sqlx::query(
+                    "DELETE FROM container_files WHERE container_id = $1 AND id = $2 AND tenant = $3 AND ($4 IS NULL OR owner = $4)",
+                )
+                .bind(container_id)
+                .bind(file_id)
+                .bind(&access.tenant)
+                .bind(&access.user)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             })
         })
     }

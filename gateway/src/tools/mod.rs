@@ -87,8 +87,11 @@ pub enum ToolFailure {
     PoolExhausted { retry_after_secs: u64 },
     /// No sandbox could be reached or claimed (down, refused by identity, protocol error).
     SandboxUnavailable { reason: String },
-    /// The container named by the request does not exist (or is not the caller's), or expired.
+    /// The container named by the request does not exist (or is not the caller's).
     ContainerNotFound { id: String },
+    /// The container named by the request expired (idle past its `expires_after`): its
+    /// sandbox is gone; a new container is needed.
+    ContainerExpired { id: String },
     /// The model's arguments could not be used.
     InvalidArguments { reason: String },
     /// The response was cancelled while the code ran.
@@ -106,6 +109,7 @@ impl ToolFailure {
             Self::PoolExhausted { .. } => "pool_exhausted",
             Self::SandboxUnavailable { .. } => "sandbox_unavailable",
             Self::ContainerNotFound { .. } => "container_not_found",
+            Self::ContainerExpired { .. } => "container_expired",
             Self::InvalidArguments { .. } => "invalid_arguments",
             Self::Cancelled => "cancelled",
         }
@@ -132,6 +136,10 @@ impl ToolFailure {
                 format!("The code could not run: the sandbox is unavailable ({reason}).")
             }
             Self::ContainerNotFound { id } => format!("Container '{id}' was not found."),
+            Self::ContainerExpired { id } => format!(
+                "Container '{id}' expired after being idle past its expiry; its files and \
+                 variables are gone. Use a new container."
+            ),
             Self::InvalidArguments { reason } => format!("Invalid tool arguments: {reason}."),
             Self::Cancelled => "The execution was cancelled.".into(),
         }

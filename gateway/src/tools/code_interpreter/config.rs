@@ -42,6 +42,10 @@ pub struct CodeInterpreterConfig {
     /// A container unused this long expires and its claim is released (OpenAI: 20 minutes).
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Largest file the containers API accepts in one upload (`POST /v1/containers/{id}/files`);
+    /// bigger ones get 413. The agent enforces its own limit too.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
     /// OpenAI type names (default) or `antwort:`-prefixed ones (strict OpenResponses).
     #[serde(default)]
     pub naming: Naming,
@@ -88,6 +92,9 @@ fn default_max_images() -> usize {
 fn default_idle_timeout_secs() -> u64 {
     20 * 60
 }
+fn default_max_upload_bytes() -> u64 {
+    100 << 20
+}
 
 /// The limits the executor needs, without the connection settings (tests build these directly).
 #[derive(Debug, Clone)]
@@ -97,6 +104,7 @@ pub struct Limits {
     pub max_logs_bytes: usize,
     pub max_images: usize,
     pub idle_timeout: Duration,
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Limits {
@@ -107,6 +115,7 @@ impl Default for Limits {
             max_logs_bytes: default_max_logs_bytes(),
             max_images: default_max_images(),
             idle_timeout: Duration::from_secs(default_idle_timeout_secs()),
+            max_upload_bytes: default_max_upload_bytes(),
         }
     }
 }
@@ -119,6 +128,7 @@ impl CodeInterpreterConfig {
             max_logs_bytes: self.max_logs_bytes,
             max_images: self.max_images,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_upload_bytes: self.max_upload_bytes,
         }
     }
 
@@ -146,6 +156,7 @@ impl CodeInterpreterConfig {
             ("request_timeout_ms", self.request_timeout_ms),
             ("idle_timeout_secs", self.idle_timeout_secs),
             ("max_logs_bytes", self.max_logs_bytes as u64),
+            ("max_upload_bytes", self.max_upload_bytes),
         ] {
             if value == 0 {
                 return Err(format!("`{p}.{name}`: must be greater than 0"));

@@ -12,8 +12,10 @@
 //!   the model's text and a typed failure.
 //! - [`config`]: the `tools.code_interpreter` section.
 //!
-//! Containers idle past `idle_timeout` are reaped ([`CodeInterpreter::run_reaper`]): the agent
-//! session is deleted and the claim released.
+//! Containers are records in the store, so any gateway replica can use one another replica
+//! created ([`containers`]); they also back the containers API (`api::containers`). Containers
+//! idle past their expiry (`idle_timeout` unless the API set one) are reaped
+//! ([`CodeInterpreter::run_reaper`]): the agent session is deleted and the claim released.
 
 pub mod config;
 pub mod containers;
@@ -21,7 +23,6 @@ pub mod output;
 pub mod sandbox;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use antwort_common::agent_api::ExecStatus;
 use antwort_common::identity::{PeerPolicy, SharedSource};
@@ -29,13 +30,13 @@ use antwort_common::pool_api::Claim;
 
 use self::config::{CodeInterpreterConfig, Limits};
 use self::containers::{Container, Containers};
-use self::sandbox::{AgentClient, InterruptOnDrop, PoolClient};
+use self::sandbox::{InterruptOnDrop, PoolClient};
 use crate::error::Error;
 use crate::openresponses::code_interpreter::{
     self as wire, CallOutput, CallStatus, CodeInterpreterCall, Naming,
 };
 use crate::tools::{
-    BoxFuture, ContainerBinding, Owner, ToolCall, ToolContext, ToolExecutor, ToolFailure, ToolItem,
+    BoxFuture, ContainerBinding, ToolCall, ToolContext, ToolExecutor, ToolFailure, ToolItem,
     ToolOutcome, ToolProgress,
 };
 
@@ -58,6 +59,8 @@ pub struct CodeInterpreter {
     /// Whether streamed responses get live output events (`stream_output`).
     stream_output: bool,
     containers: Containers,
+    /// Where containers and their files are recorded (see [`containers`]).
+    store: Arc<dyn crate::store::Store>,
 }
 
 impl CodeInterpreter {
@@ -113,6 +116,7 @@ impl CodeInterpreter {
             naming,
             stream_output: false,
             containers: Containers::default(),
+            store: Arc::new(crate::store::memory::MemoryStore::new()),
         }
     }
 
@@ -132,12 +136,20 @@ impl CodeInterpreter {
             naming,
             stream_output: false,
             containers: Containers::default(),
+            store: Arc::new(crate::store::memory::MemoryStore::new()),
         }
     }
 
     /// Streams live output of running code to streamed responses that include outputs.
     pub fn with_stream_output(mut self, on: bool) -> Self {
         self.stream_output = on;
+        self
+    }
+
+    /// Records containers in `store` (shared with other gateway replicas) instead of a
+    /// private in-memory one.
+    pub fn with_store(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.store = store;
         self
     }
 
@@ -157,134 +169,15 @@ impl CodeInterpreter {
         &self.containers
     }
 
-    /// For request validation: whether `owner` has container `id` (404 `container` otherwise).
-    pub fn check_container(&self, owner: &Owner, id: &str) -> Result<(), Error> {
-        match self.containers.get(owner, id) {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound { object: "container", id: id.to_string() }),
-        }
-    }
-
-    fn claim_ttl(&self) -> Duration {
-        // Outlives the idle timeout so the reaper, not the manager, ends an idle container.
-        self.limits.idle_timeout + Duration::from_secs(60)
-    }
-
-    /// The container a call runs in. The engine calls this once before running a turn's calls
-    /// in parallel, so they share one new `auto` container instead of making one each.
-    pub async fn resolve_container(
-        &self,
-        owner: &Owner,
-        binding: &ContainerBinding,
-    ) -> Result<Arc<Container>, ToolFailure> {
-        match binding {
-            ContainerBinding::Explicit(id) => self
-                .containers
-                .get(owner, id)
-                .ok_or_else(|| ToolFailure::ContainerNotFound { id: id.clone() }),
-            ContainerBinding::Auto { current } => {
-                if let Some(id) = current
-                    && let Some(container) = self.containers.get(owner, id)
-                {
-                    return Ok(container);
-                }
-                self.create_container(owner).await
-            }
-        }
-    }
-
-    /// Claims a sandbox and opens a session for a new container of `owner`.
-    pub async fn create_container(&self, owner: &Owner) -> Result<Arc<Container>, ToolFailure> {
-        let id = crate::ids::new_id(wire::CONTAINER_ID_PREFIX);
-        let claim = match &self.sandboxes {
-            Sandboxes::Pool(pool) => pool.claim(&id, self.claim_ttl()).await?,
-            Sandboxes::Static(claim) => claim.clone(),
-        };
-        let opened = async {
-            let agent = AgentClient::for_claim(
-                self.source.clone(),
-                &self.agents,
-                &claim,
-                self.limits.request_timeout,
-            )?;
-            let session = agent.create_session(&id).await?;
-            Ok::<_, ToolFailure>((agent, session))
-        }
-        .await;
-        let (agent, session) = match opened {
-            Ok(opened) => opened,
-            Err(failure) => {
-                self.release_claim(&claim).await;
-                return Err(failure);
-            }
-        };
-        tracing::info!(container = %id, claim = %claim.claim_id, agent = %claim.agent_spiffe_id, "container created");
-        let container = Arc::new(Container::new(id, owner.clone(), claim, agent, session.id));
-        self.containers.insert(container.clone());
-        Ok(container)
-    }
-
-    async fn release_claim(&self, claim: &Claim) {
-        if let Sandboxes::Pool(pool) = &self.sandboxes
-            && let Err(err) = pool.release(&claim.claim_id).await
-        {
-            tracing::warn!(claim = %claim.claim_id, error = %err, "claim release failed");
-        }
-    }
-
-    /// Ends a container: deletes its session and releases its claim.
-    async fn end(&self, container: &Container) {
-        container.agent.delete_session(&container.session_id).await;
-        self.release_claim(&container.claim()).await;
-        tracing::info!(container = %container.id, "container ended");
-    }
-
-    /// Deletes the owner's container `id` (the containers API); false when not found.
-    pub async fn delete_container(&self, owner: &Owner, id: &str) -> bool {
-        match self.containers.remove(owner, id) {
-            Some(container) => {
-                let _running = container.exec.lock().await;
-                self.end(&container).await;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Ends every container idle past the idle timeout; returns how many.
-    pub async fn reap_expired(&self) -> usize {
-        let expired = self.containers.take_expired(self.limits.idle_timeout);
-        for container in &expired {
-            self.end(container).await;
-        }
-        expired.len()
-    }
-
-    /// Reaps expired containers until `shutdown` resolves, then ends all containers.
-    pub async fn run_reaper(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let every = (self.limits.idle_timeout / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(30));
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(every) => { self.reap_expired().await; }
-            }
-        }
-        for container in self.containers.take_expired(Duration::ZERO) {
-            self.end(&container).await;
-        }
-    }
-
     /// Keeps a pooled claim alive while its container is used.
     async fn keep_claim(&self, container: &Container) -> Result<(), ToolFailure> {
         let Sandboxes::Pool(pool) = &self.sandboxes else { return Ok(()) };
         let claim = container.claim();
         let now = crate::ids::unix_now().max(0) as u64;
-        if claim.expires_at.saturating_sub(now) > self.limits.idle_timeout.as_secs() {
+        if claim.expires_at.saturating_sub(now) > container.idle.as_secs() {
             return Ok(());
         }
-        match pool.renew(&claim.claim_id, self.claim_ttl()).await? {
+        match pool.renew(&claim.claim_id, self.claim_ttl_for(container.idle)).await? {
             Some(renewed) => {
                 container.set_claim(renewed);
                 Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use antwort_common::agent_api::{
     CreateSessionRequest, EVENT_ERROR, EVENT_RESULT, EVENT_STDERR, EVENT_STDOUT, ExecuteRequest,
-    ExecuteResult, OutputChunk, SESSIONS_PATH, SessionInfo, SessionState,
+    ExecuteResult, FileInfo, FileList, OutputChunk, SESSIONS_PATH, SessionInfo, SessionState,
 };
 use antwort_common::error::ErrorEnvelope;
 use antwort_common::identity::{PeerPolicy, SharedSource, SpiffeId, mtls_client_builder};
@@ -374,4 +374,117 @@ impl Drop for InterruptOnDrop {
             runtime.spawn(async move { agent.interrupt(&session).await });
         }
     }
+}
+
+// === agent: workspace files (the containers API) ===
+
+/// The agent refused a file operation: its status and envelope, for the caller to map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRefusal {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl AgentClient {
+    fn file_url(&self, session: &str, path: &str) -> String {
+        // The agent takes the workspace path as the rest of the URL; each segment is encoded.
+        let encoded: Vec<String> = path.split('/').map(percent_encode_segment).collect();
+        self.url(&format!("/{session}/files/{}", encoded.join("/")))
+    }
+
+    /// The session's workspace files (regular files, recursively).
+    pub async fn list_files(&self, session: &str) -> Result<FileList, ToolFailure> {
+        let response = self
+            .client
+            .get(self.url(&format!("/{session}/files")))
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
+        if response.status().is_success() {
+            return response.json().await.map_err(|e| unavailable("agent answer", e));
+        }
+        let (status, _, code, message) = error_of(response).await;
+        Err(unavailable("file list refused", format!("{status} {code}: {message}")))
+    }
+
+    /// Streams `body` into the workspace at `path` (the agent installs it only when complete).
+    /// No overall timeout: a large upload takes as long as the client sends; connecting is
+    /// bounded by the request timeout.
+    pub async fn upload_file(
+        &self,
+        session: &str,
+        path: &str,
+        body: reqwest::Body,
+    ) -> Result<Result<FileInfo, FileRefusal>, ToolFailure> {
+        let response = self
+            .client
+            .put(self.file_url(session, path))
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable("agent upload", chain(&e)))?;
+        if response.status().is_success() {
+            return response.json().await.map(Ok).map_err(|e| unavailable("agent answer", e));
+        }
+        let (status, _, code, message) = error_of(response).await;
+        Ok(Err(FileRefusal { status, code, message }))
+    }
+
+    /// Starts a download of `path`: the response whose body streams the bytes. `Ok(None)`: no
+    /// such file.
+    pub async fn download_file(
+        &self,
+        session: &str,
+        path: &str,
+    ) -> Result<Option<reqwest::Response>, ToolFailure> {
+        let response = self
+            .client
+            .get(self.file_url(session, path))
+            .send()
+            .await
+            .map_err(|e| unavailable("agent download", chain(&e)))?;
+        if response.status() == 404 {
+            return Ok(None);
+        }
+        if response.status().is_success() {
+            return Ok(Some(response));
+        }
+        let (status, _, code, message) = error_of(response).await;
+        Err(unavailable("download refused", format!("{status} {code}: {message}")))
+    }
+
+    /// Deletes `path` from the workspace; `false` when it was not there.
+    pub async fn delete_file(&self, session: &str, path: &str) -> Result<bool, ToolFailure> {
+        let response = self
+            .client
+            .delete(self.file_url(session, path))
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
+        if response.status() == 404 {
+            return Ok(false);
+        }
+        if response.status().is_success() {
+            return Ok(true);
+        }
+        let (status, _, code, message) = error_of(response).await;
+        Err(unavailable("file delete refused", format!("{status} {code}: {message}")))
+    }
+}
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+fn percent_encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -1,0 +1,803 @@
+//! The containers API (`/v1/containers`, its files and their content) against a real
+//! `antwort-sandbox-agent` (real Python, mTLS with dev-CA SVIDs) on every storage engine
+//! (in-memory, SQLite, a real PostgreSQL). Two gateway replicas share one store: a container one
+//! of them made is served by the other, which rebuilds its agent client from the stored record.
+//! Routes, owner isolation, uploads read by code, files written by code listed and downloaded
+//! byte for byte, delete, expiry, limits, bad input, and the OpenAI SDK's types.
+
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use antwort_gateway::config::RawConfig;
+use antwort_gateway::store::Store;
+use antwort_scripted_backend::{Script, ScriptedBackend};
+use serde_json::{Value, json};
+use support::agent::{AGENT_ID, Agent, GATEWAY_ID, TRUST_DOMAIN};
+use support::{assert_error_envelope, client};
+
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+macro_rules! per_engine {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() { super::$test(super::Engine::Memory).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$test(super::Engine::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$test(super::Engine::Postgres).await }
+        }
+    )*};
+}
+
+per_engine!(
+    containers_crud_pages_and_owners,
+    files_between_the_api_and_code,
+    idle_containers_expire
+);
+
+const ALICE: &str = "alice-key-0123456789";
+const BOB: &str = "bob-key-0123456789";
+
+/// Two gateway replicas (`a`, `b`) over one store, a scripted model and a real agent.
+struct Env {
+    a: String,
+    b: String,
+    backend: ScriptedBackend,
+    agent: Agent,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for tx in self.shutdown.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn store_url(engine: Engine, dir: &std::path::Path) -> String {
+    match engine {
+        Engine::Memory => "memory".to_string(),
+        Engine::Sqlite => format!("sqlite://{}", dir.join("db/antwort.db").display()),
+        Engine::Postgres => postgres::fresh_database().await,
+    }
+}
+
+/// `code_interpreter` is extra YAML for that section (indented by 4), `None` for a gateway
+/// without the code interpreter.
+async fn start(engine: Engine, code_interpreter: Option<&str>) -> Env {
+    let backend = ScriptedBackend::start().await;
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svid = dir.path().join("gateway-svid");
+    agent.write_svid(GATEWAY_ID, &svid);
+    let url = store_url(engine, dir.path()).await;
+    let tools = match code_interpreter {
+        None => String::new(),
+        Some(extra) => format!(
+            "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
+             agent: {{ url: \"{}\", spiffe_id: \"{AGENT_ID}\" }}\n    \
+             agent_spiffe_ids: [{{ trust_domain: \"{TRUST_DOMAIN}\", path_prefix: /ns/sandboxes/ }}]\n{extra}",
+            svid.display(),
+            agent.api,
+        ),
+    };
+    let yaml = format!(
+        r#"
+backend_url: "{backend}"
+store: {{ url: "{url}", max_connections: 8 }}
+auth:
+  api_keys:
+    - {{ key: "{ALICE}", tenant: t1, user: alice }}
+    - {{ key: "{BOB}", tenant: t1, user: bob }}
+{tools}
+"#,
+        backend = backend.base_url()
+    );
+    let raw: RawConfig = serde_yaml_ng::from_str(&yaml).expect("test config parses");
+    let config = raw.validate().expect("test config is valid");
+    let store = antwort_gateway::open_store(&config).await.expect("store opens");
+    let mut urls = Vec::new();
+    let mut shutdown = Vec::new();
+    for _ in 0..2 {
+        let app = antwort_gateway::build_app(&config, store.clone()).expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        urls.push(format!("http://{}", listener.local_addr().expect("addr")));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = antwort_gateway::serve_app(
+                listener,
+                app,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        });
+        shutdown.push(tx);
+    }
+    let b = urls.pop().expect("b");
+    let a = urls.pop().expect("a");
+    Env { a, b, backend, agent, store, _dir: dir, shutdown }
+}
+
+async fn call(
+    base: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{base}{path}");
+    let request = match method {
+        "GET" => client().get(url),
+        "POST" => client().post(url),
+        "DELETE" => client().delete(url),
+        other => panic!("method {other}"),
+    }
+    .bearer_auth(key);
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn create(base: &str, key: &str, body: Value) -> Value {
+    let (status, container) = call(base, key, "POST", "/v1/containers", Some(body)).await;
+    assert_eq!(status, 200, "{container}");
+    container
+}
+
+const BOUNDARY: &str = "antwort-test-boundary-7d1e";
+
+/// The multipart framing around one `file` part named `name`.
+fn multipart_frame(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    (head.into_bytes(), format!("\r\n--{BOUNDARY}--\r\n").into_bytes())
+}
+
+async fn upload_body(base: &str, key: &str, container: &str, body: reqwest::Body) -> (u16, Value) {
+    let response = client()
+        .post(format!("{base}/v1/containers/{container}/files"))
+        .bearer_auth(key)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body)
+        .send()
+        .await
+        .expect("upload sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn upload(
+    base: &str,
+    key: &str,
+    container: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let (mut body, tail) = multipart_frame(name);
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(&tail);
+    upload_body(base, key, container, reqwest::Body::from(body)).await
+}
+
+async fn content(base: &str, key: &str, container: &str, file: &str) -> (u16, Vec<u8>) {
+    let response = client()
+        .get(format!("{base}/v1/containers/{container}/files/{file}/content"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("download sent");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("bytes").to_vec())
+}
+
+/// A `/v1/responses` request with code_interpreter in `container` (what the model does is
+/// scripted by the caller; refused requests never reach it).
+async fn respond(base: &str, key: &str, container: &str) -> (u16, Value) {
+    call(
+        base,
+        key,
+        "POST",
+        "/v1/responses",
+        Some(json!({
+            "model": "m",
+            "input": "run it",
+            "tools": [{"type": "code_interpreter", "container": container}],
+            "include": ["code_interpreter_call.outputs"],
+        })),
+    )
+    .await
+}
+
+/// Runs `code` through `/v1/responses` in `container` (the scripted model calls `python`, then
+/// answers); returns the response.
+async fn run_code(env: &Env, base: &str, key: &str, container: &str, code: &str) -> Value {
+    env.backend.enqueue(Script::tool_call("python", json!({ "code": code }).to_string()));
+    env.backend.enqueue(Script::text("done"));
+    let (status, response) = respond(base, key, container).await;
+    assert_eq!(status, 200, "{response}");
+    response
+}
+
+fn logs(response: &Value) -> String {
+    response["output"][0]["outputs"]
+        .as_array()
+        .map(|outputs| {
+            outputs.iter().filter_map(|o| o["logs"].as_str()).collect::<Vec<_>>().join("")
+        })
+        .unwrap_or_default()
+}
+
+/// The agent's live sessions (each container holds one).
+async fn agent_sessions(agent: &Agent) -> usize {
+    let gw = antwort_common::identity::mtls_client(
+        agent.source(GATEWAY_ID),
+        antwort_common::identity::PeerPolicy::exact([AGENT_ID]).expect("policy"),
+    )
+    .expect("client");
+    let sessions: Value = gw
+        .get(format!("{}/v1/sessions", agent.api))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    sessions["sessions"].as_array().map(Vec::len).expect("sessions")
+}
+
+fn assert_container(container: &Value) {
+    let id = container["id"].as_str().expect("id");
+    assert!(id.starts_with("cntr_"), "{container}");
+    assert_eq!(container["object"], "container");
+    assert!(container["created_at"].as_i64().is_some_and(|t| t > 1_700_000_000), "{container}");
+    assert!(container["last_active_at"].as_i64().is_some_and(|t| t > 1_700_000_000));
+    assert_eq!(container["expires_after"]["anchor"], "last_active_at");
+    assert!(container["expires_after"]["minutes"].as_u64().is_some_and(|m| m >= 1));
+}
+
+fn assert_file(file: &Value, container: &str, path: &str, bytes: usize, source: &str) {
+    assert!(file["id"].as_str().is_some_and(|id| id.starts_with("cfile_")), "{file}");
+    assert_eq!(file["object"], "container.file", "{file}");
+    assert_eq!(file["container_id"], container, "{file}");
+    assert_eq!(file["path"], path, "{file}");
+    assert_eq!(file["bytes"], bytes, "{file}");
+    assert_eq!(file["source"], source, "{file}");
+    assert!(file["created_at"].as_i64().is_some_and(|t| t > 1_700_000_000), "{file}");
+}
+
+/// Checks objects against the official OpenAI Python SDK's types: strict pydantic validation,
+/// and no field the type does not declare. `objects` is a list of `[type name, object]`.
+fn assert_sdk_types(objects: &[(&str, &Value)]) {
+    let python = std::env::var("ANTWORT_OPENAI_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("ANTWORT_TOOLS_CACHE")
+            .unwrap_or_else(|_| "/var/cache/antwort/tools-2".to_string());
+        format!("{cache}/bin/openai-python")
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: run scripts/install-test-tools.sh (scripts/test.sh does), or set ANTWORT_OPENAI_PYTHON"
+    );
+    let script = r#"
+import json, sys
+import openai.types as t
+import openai.types.containers as f
+kinds = {
+    "ContainerCreateResponse": t.ContainerCreateResponse,
+    "ContainerRetrieveResponse": t.ContainerRetrieveResponse,
+    "ContainerListResponse": t.ContainerListResponse,
+    "FileCreateResponse": f.FileCreateResponse,
+    "FileRetrieveResponse": f.FileRetrieveResponse,
+    "FileListResponse": f.FileListResponse,
+}
+problems = []
+for kind, obj in json.load(sys.stdin):
+    model = kinds[kind]
+    try:
+        model.model_validate(obj, strict=True)
+    except Exception as e:
+        problems.append(f"{kind}: {e}")
+    extra = set(obj) - set(model.model_fields)
+    if extra:
+        problems.append(f"{kind}: fields the SDK does not know: {sorted(extra)}")
+print(json.dumps(problems))
+"#;
+    let input = serde_json::to_vec(
+        &objects.iter().map(|(kind, object)| json!([kind, object])).collect::<Vec<_>>(),
+    )
+    .expect("json");
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(&input).expect("write");
+    }
+    let out = child.wait_with_output().expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let problems: Value = serde_json::from_str(&stdout).expect("report");
+    assert_eq!(problems, json!([]), "the OpenAI SDK's types reject our objects");
+}
+
+async fn containers_crud_pages_and_owners(engine: Engine) {
+    let env = start(engine, Some("")).await;
+    let first = create(&env.a, ALICE, json!({"name": "one"})).await;
+    assert_container(&first);
+    assert_eq!(first["status"], "running");
+    assert_eq!(first["name"], "one");
+    assert_eq!(first["expires_after"]["minutes"], 20, "the configured idle timeout");
+    let second = create(
+        &env.a,
+        ALICE,
+        json!({"name": "two", "expires_after": {"anchor": "last_active_at", "minutes": 5}, "memory_limit": "4g", "file_ids": []}),
+    )
+    .await;
+    assert_eq!(second["expires_after"]["minutes"], 5);
+    assert_eq!(second["memory_limit"], "4g");
+    let third = create(&env.b, ALICE, json!({"name": "three"})).await;
+    let bobs = create(&env.b, BOB, json!({"name": "bob's"})).await;
+    assert_eq!(agent_sessions(&env.agent).await, 4, "one session per container");
+
+    // Either replica serves any of them.
+    let id = |c: &Value| c["id"].as_str().expect("id").to_string();
+    for base in [&env.a, &env.b] {
+        let (status, got) =
+            call(base, ALICE, "GET", &format!("/v1/containers/{}", id(&third)), None).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["name"], "three");
+        assert_eq!(got["id"], third["id"]);
+    }
+
+    // Pages, newest first by default.
+    let (status, page) = call(&env.b, ALICE, "GET", "/v1/containers?limit=2", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["object"], "list");
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [id(&third), id(&second)]);
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["first_id"], third["id"]);
+    assert_eq!(page["last_id"], second["id"]);
+    let (_, rest) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers?limit=2&after={}", id(&second)), None)
+            .await;
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
+    assert_eq!(rest["data"][0]["id"], first["id"]);
+    assert_eq!(rest["has_more"], false);
+    let (_, ascending) = call(&env.a, ALICE, "GET", "/v1/containers?order=asc", None).await;
+    assert_eq!(ascending["data"][0]["id"], first["id"], "{ascending}");
+
+    // Bob sees only his own; Alice's are "not found" for him on every route.
+    let (_, listed) = call(&env.a, BOB, "GET", "/v1/containers", None).await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["data"][0]["id"], bobs["id"]);
+    let alices = id(&first);
+    for (method, path) in [
+        ("GET", format!("/v1/containers/{alices}")),
+        ("DELETE", format!("/v1/containers/{alices}")),
+        ("GET", format!("/v1/containers/{alices}/files")),
+    ] {
+        let (status, body) = call(&env.b, BOB, method, &path, None).await;
+        assert_error_envelope(&body, status, "not_found");
+        assert_eq!(status, 404, "{method} {path}: {body}");
+    }
+    let (status, body) = upload(&env.a, BOB, &alices, "x.txt", b"x".to_vec()).await;
+    assert_eq!(status, 404, "{body}");
+    // Nor can Bob's code run in it.
+    let (status, body) = respond(&env.a, BOB, &alices).await;
+    assert_error_envelope(&body, status, "not_found");
+    assert_eq!(status, 404);
+
+    // Delete on one replica: gone everywhere, its session deleted.
+    let (status, deleted) =
+        call(&env.b, ALICE, "DELETE", &format!("/v1/containers/{alices}"), None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted, json!({"id": alices, "object": "container.deleted", "deleted": true}));
+    for base in [&env.a, &env.b] {
+        let (status, body) =
+            call(base, ALICE, "GET", &format!("/v1/containers/{alices}"), None).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    let (status, _) =
+        call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{alices}"), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(agent_sessions(&env.agent).await, 3);
+    let (status, body) = respond(&env.b, ALICE, &alices).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Bad input.
+    for (body, param) in [
+        (json!({}), Some("name")),
+        (json!({"name": 5}), Some("name")),
+        (json!({"name": "x", "memory_limit": "3g"}), Some("memory_limit")),
+        (
+            json!({"name": "x", "expires_after": {"anchor": "created_at", "minutes": 5}}),
+            Some("expires_after.anchor"),
+        ),
+        (
+            json!({"name": "x", "expires_after": {"anchor": "last_active_at", "minutes": 0}}),
+            Some("expires_after.minutes"),
+        ),
+        (json!({"name": "x", "file_ids": ["file_1"]}), Some("file_ids")),
+        (json!({"name": "x", "colour": "red"}), Some("colour")),
+    ] {
+        let (status, error) =
+            call(&env.a, ALICE, "POST", "/v1/containers", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["param"].as_str(), param, "{error}");
+    }
+    let (status, error) = call(&env.a, ALICE, "GET", "/v1/containers?limit=0", None).await;
+    assert_eq!(status, 400, "{error}");
+
+    // The official SDK's types take every object as it is.
+    let (_, got) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{}", id(&second)), None).await;
+    let (_, all) = call(&env.a, ALICE, "GET", "/v1/containers", None).await;
+    let mut objects = vec![
+        ("ContainerCreateResponse", &second),
+        ("ContainerCreateResponse", &first),
+        ("ContainerRetrieveResponse", &got),
+    ];
+    for listed in all["data"].as_array().expect("data") {
+        objects.push(("ContainerListResponse", listed));
+    }
+    assert_sdk_types(&objects);
+    drop(env.store.clone());
+}
+
+async fn files_between_the_api_and_code(engine: Engine) {
+    let env = start(engine, Some("")).await;
+    let container = create(&env.a, ALICE, json!({"name": "files"})).await;
+    let cid = container["id"].as_str().expect("id").to_string();
+
+    // An upload through replica b lands in the workspace the code sees (run through a).
+    let csv = b"a,b\n1,2\n3,4\n".to_vec();
+    let (status, uploaded) = upload(&env.b, ALICE, &cid, "data.csv", csv.clone()).await;
+    assert_eq!(status, 200, "{uploaded}");
+    assert_file(&uploaded, &cid, "/mnt/data/data.csv", csv.len(), "user");
+    let response = run_code(
+        &env,
+        &env.a,
+        ALICE,
+        &cid,
+        "rows = open('data.csv').read().splitlines()\nprint(len(rows), rows[-1])",
+    )
+    .await;
+    assert_eq!(logs(&response), "3 3,4\n", "{response}");
+    assert_eq!(response["output"][0]["container_id"], cid);
+    // Variables persist between responses in the same container, on either replica.
+    let response = run_code(&env, &env.b, ALICE, &cid, "print(len(rows))").await;
+    assert_eq!(logs(&response), "3\n", "{response}");
+
+    // The code writes a binary file: listed with source "assistant" under the id it was cited
+    // with, and downloaded byte for byte (from the other replica).
+    let response = run_code(
+        &env,
+        &env.a,
+        ALICE,
+        &cid,
+        "data = bytes(range(256)) * 40 + b'\\x00\\xff\\r\\n'\nopen('out.bin', 'wb').write(data)",
+    )
+    .await;
+    assert_eq!(response["output"][0]["status"], "completed", "{response}");
+    let expected: Vec<u8> =
+        (0..=255u8).cycle().take(256 * 40).chain([0x00, 0xff, b'\r', b'\n']).collect();
+    let (status, files) =
+        call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    assert_eq!(status, 200, "{files}");
+    let data = files["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2, "{files}");
+    let written = data.iter().find(|f| f["path"] == "/mnt/data/out.bin").expect("out.bin listed");
+    assert_file(written, &cid, "/mnt/data/out.bin", expected.len(), "assistant");
+    let listed_csv = data.iter().find(|f| f["path"] == "/mnt/data/data.csv").expect("csv");
+    assert_eq!(listed_csv["id"], uploaded["id"]);
+    assert_eq!(listed_csv["source"], "user");
+    let file_id = written["id"].as_str().expect("id").to_string();
+    let (status, got) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files/{file_id}"), None).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(&got, written);
+    let (status, bytes) = content(&env.a, ALICE, &cid, &file_id).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, expected, "the download is byte-exact");
+    let (status, bytes) = content(&env.b, ALICE, &cid, uploaded["id"].as_str().expect("id")).await;
+    assert_eq!((status, bytes), (200, csv.clone()));
+
+    // A file the code writes is found by the id its citation carries, before any listing.
+    env.backend.enqueue(Script::tool_call(
+        "python",
+        json!({"code": "open('report.txt', 'w').write('hello')"}).to_string(),
+    ));
+    env.backend.enqueue(Script::text("I saved report.txt for you."));
+    let (status, cited) = call(
+        &env.a,
+        ALICE,
+        "POST",
+        "/v1/responses",
+        Some(json!({"model": "m", "input": "save", "tools": [{"type": "code_interpreter", "container": cid}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{cited}");
+    let citation = &cited["output"][1]["content"][0]["annotations"][0];
+    assert_eq!(citation["type"], "container_file_citation", "{cited}");
+    let cited_id = citation["file_id"].as_str().expect("file id");
+    let (status, report) =
+        call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}/files/{cited_id}"), None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_file(&report, &cid, "/mnt/data/report.txt", 5, "assistant");
+    let (status, bytes) = content(&env.b, ALICE, &cid, cited_id).await;
+    assert_eq!((status, bytes.as_slice()), (200, b"hello".as_slice()));
+
+    // Pages of files.
+    let (_, first_page) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files?limit=2&order=asc"), None)
+            .await;
+    assert_eq!(first_page["data"].as_array().map(Vec::len), Some(2), "{first_page}");
+    assert_eq!(first_page["has_more"], true);
+    let last = first_page["last_id"].as_str().expect("last");
+    let (_, second_page) = call(
+        &env.a,
+        ALICE,
+        "GET",
+        &format!("/v1/containers/{cid}/files?limit=2&order=asc&after={last}"),
+        None,
+    )
+    .await;
+    assert_eq!(second_page["data"].as_array().map(Vec::len), Some(1), "{second_page}");
+    assert_eq!(second_page["has_more"], false);
+
+    // Bob reaches none of it.
+    let (status, _) =
+        call(&env.a, BOB, "GET", &format!("/v1/containers/{cid}/files/{file_id}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = content(&env.a, BOB, &cid, &file_id).await;
+    assert_eq!(status, 404);
+
+    // Delete a file: gone from the API and from the workspace the code sees.
+    let (status, deleted) =
+        call(&env.b, ALICE, "DELETE", &format!("/v1/containers/{cid}/files/{file_id}"), None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(
+        deleted,
+        json!({"id": file_id, "object": "container.file.deleted", "deleted": true})
+    );
+    for path in [
+        format!("/v1/containers/{cid}/files/{file_id}"),
+        format!("/v1/containers/{cid}/files/{file_id}/content"),
+    ] {
+        let (status, body) = call(&env.a, ALICE, "GET", &path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_error_envelope(&body, 404, "not_found");
+    }
+    let response =
+        run_code(&env, &env.a, ALICE, &cid, "import os\nprint(os.path.exists('out.bin'))").await;
+    assert_eq!(logs(&response), "False\n", "{response}");
+    // A file deleted by code leaves the listing.
+    run_code(&env, &env.a, ALICE, &cid, "import os\nos.remove('report.txt')").await;
+    let (_, files) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    let paths: Vec<&str> = files["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["/mnt/data/data.csv"], "{files}");
+    let (status, body) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files/cfile_unknown"), None)
+            .await;
+    assert_eq!(status, 404, "{body}");
+
+    // The SDK's types.
+    let (_, got) = call(
+        &env.a,
+        ALICE,
+        "GET",
+        &format!("/v1/containers/{cid}/files/{}", uploaded["id"].as_str().expect("id")),
+        None,
+    )
+    .await;
+    let mut objects = vec![
+        ("FileCreateResponse", &uploaded),
+        ("FileRetrieveResponse", &got),
+        ("FileRetrieveResponse", &report),
+    ];
+    for listed in files["data"].as_array().expect("data") {
+        objects.push(("FileListResponse", listed));
+    }
+    assert_sdk_types(&objects);
+
+    // Deleting the container ends its session.
+    let before = agent_sessions(&env.agent).await;
+    let (status, _) = call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(agent_sessions(&env.agent).await, before - 1);
+}
+
+async fn idle_containers_expire(engine: Engine) {
+    // Containers made without `expires_after` expire after the configured idle timeout.
+    let env = start(engine, Some("    idle_timeout_secs: 1\n")).await;
+    let container = create(&env.a, ALICE, json!({"name": "short"})).await;
+    assert_eq!(container["expires_after"]["minutes"], 1, "1 s shows as the smallest whole minute");
+    let cid = container["id"].as_str().expect("id").to_string();
+    let (status, uploaded) = upload(&env.a, ALICE, &cid, "keep.txt", b"kept".to_vec()).await;
+    assert_eq!(status, 200, "{uploaded}");
+    let kept = create(
+        &env.a,
+        ALICE,
+        json!({"name": "long", "expires_after": {"anchor": "last_active_at", "minutes": 10}}),
+    )
+    .await;
+    assert_eq!(agent_sessions(&env.agent).await, 2);
+
+    // Idle past its expiry: the reapers end it (session deleted), the record says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, got) =
+            call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
+        assert_eq!(status, 200, "{got}");
+        if got["status"] == "expired" && agent_sessions(&env.agent).await == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never expired: {got}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, listed) = call(&env.a, ALICE, "GET", "/v1/containers?order=asc", None).await;
+    assert_eq!(listed["data"][0]["status"], "expired", "{listed}");
+    assert_eq!(listed["data"][1]["status"], "running", "{listed}");
+    assert_eq!(listed["data"][1]["id"], kept["id"]);
+
+    // Using it is a clear error: for code, for uploads, for downloads.
+    let (status, body) = respond(&env.a, ALICE, &cid).await;
+    assert_error_envelope(&body, status, "container_expired");
+    assert_eq!(status, 400);
+    let (status, error) = upload(&env.b, ALICE, &cid, "late.txt", b"late".to_vec()).await;
+    assert_error_envelope(&error, status, "container_expired");
+    assert_eq!(status, 400);
+    let (status, files) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    assert_eq!(status, 200, "the records stay: {files}");
+    assert_eq!(files["data"][0]["id"], uploaded["id"]);
+    let (status, _) = content(&env.a, ALICE, &cid, uploaded["id"].as_str().expect("id")).await;
+    assert_eq!(status, 400);
+    // Deleting an expired container still works (the record goes).
+    let (status, _) = call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_have_limits_and_bad_input_is_refused() {
+    let env = start(Engine::Memory, Some("    max_upload_bytes: 1000\n")).await;
+    let container = create(&env.a, ALICE, json!({"name": "limits"})).await;
+    let cid = container["id"].as_str().expect("id").to_string();
+
+    // At the limit: fine. Past it: 413, nothing lands.
+    let (status, body) = upload(&env.a, ALICE, &cid, "exact.bin", vec![7; 1000]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = upload(&env.a, ALICE, &cid, "big.bin", vec![7; 1001]).await;
+    assert_eq!(status, 413, "{body}");
+    assert_error_envelope(&body, 413, "request_too_large");
+    // Far past it, announced by Content-Length: refused before reading.
+    let (status, body) = upload(&env.a, ALICE, &cid, "huge.bin", vec![7; 200_000]).await;
+    assert_eq!(status, 413, "{body}");
+    // Chunked (no Content-Length): cut off while streaming.
+    let (head, tail) = multipart_frame("chunked.bin");
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(head)
+        .chain((0..20).map(|_| vec![1u8; 100]))
+        .chain(std::iter::once(tail))
+        .map(Ok)
+        .collect();
+    let (status, body) =
+        upload_body(&env.a, ALICE, &cid, reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+            .await;
+    assert_eq!(status, 413, "{body}");
+    let (_, files) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    let paths: Vec<&str> = files["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["/mnt/data/exact.bin"], "{files}");
+
+    // Bad uploads.
+    let raw = |content_type: &'static str, body: &'static str| {
+        let url = format!("{}/v1/containers/{cid}/files", env.a);
+        async move {
+            let response = client()
+                .post(url)
+                .bearer_auth(ALICE)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("envelope"))
+        }
+    };
+    let (status, body) = raw("text/plain", "hello").await;
+    assert_error_envelope(&body, status, "invalid_multipart");
+    assert_eq!(status, 400);
+    let (status, body) = raw("multipart/form-data; boundary=XYZ", "garbage without parts").await;
+    assert_error_envelope(&body, status, "invalid_multipart");
+    let (status, body) = raw(
+        "multipart/form-data; boundary=XYZ",
+        "--XYZ\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nvalue\r\n--XYZ--\r\n",
+    )
+    .await;
+    assert_error_envelope(&body, status, "missing_required_parameter");
+    let (status, body) = raw(
+        "multipart/form-data; boundary=XYZ",
+        "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"..\"\r\n\r\nvalue\r\n--XYZ--\r\n",
+    )
+    .await;
+    assert_error_envelope(&body, status, "invalid_file_name");
+    let (status, body) = raw("application/json", r#"{"file_id": "file_123"}"#).await;
+    assert_error_envelope(&body, status, "unsupported_parameter");
+    // A file name with directories keeps only its last part.
+    let (status, body) = raw(
+        "multipart/form-data; boundary=XYZ",
+        "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../etc/x.txt\"\r\n\r\nx\r\n--XYZ--\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/mnt/data/x.txt");
+
+    // Unknown ids.
+    let (status, body) = upload(&env.a, ALICE, "cntr_nope", "a.txt", b"a".to_vec()).await;
+    assert_error_envelope(&body, status, "not_found");
+    assert_eq!(status, 404);
+    let (status, body) = call(&env.a, ALICE, "GET", "/v1/containers/cntr_nope/files", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = content(&env.a, ALICE, &cid, "cfile_nope").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_code_interpreter_the_api_says_so() {
+    let env = start(Engine::Memory, None).await;
+    for (method, path) in [
+        ("POST", "/v1/containers"),
+        ("GET", "/v1/containers"),
+        ("GET", "/v1/containers/cntr_x/files"),
+    ] {
+        let body = (method == "POST").then(|| json!({"name": "x"}));
+        let (status, error) = call(&env.a, ALICE, method, path, body).await;
+        assert_error_envelope(&error, status, "containers_unavailable");
+        assert_eq!(status, 400, "{method} {path}");
+    }
+}
