@@ -60,8 +60,9 @@ pub struct UpArgs {
     /// How long start-up may take in all (every component ready, the pool warm), in seconds.
     #[arg(long, env = "ANTWORT_READY_TIMEOUT_SECS", default_value_t = 120, value_name = "SECS")]
     pub ready_timeout_secs: u64,
-    /// How long each component may take to stop after SIGTERM before it is killed, in seconds.
-    #[arg(long, env = "ANTWORT_STOP_TIMEOUT_SECS", default_value_t = 20, value_name = "SECS")]
+    /// How long each component may take to stop after SIGTERM before it is killed, in seconds
+    /// (above the gateway's own drain period, 30 s by default).
+    #[arg(long, env = "ANTWORT_STOP_TIMEOUT_SECS", default_value_t = 45, value_name = "SECS")]
     pub stop_timeout_secs: u64,
 }
 

@@ -119,6 +119,12 @@ fn up_runs_python_through_the_pool_manager_and_stops_everything_on_sigterm() {
     let before = antwort_up::leftovers(&data, &pids);
     assert!(before.len() >= 6, "antwort, 3 components and 2+ agents: {before:#?}");
 
+    // One `antwort up` per data folder: a second one is refused before it starts anything.
+    let mut second = AntwortUp::spawn(&data, &["--listen", "127.0.0.1:0"], &[]);
+    let status = second.wait_exit(STOP_BOUND);
+    assert_eq!(status.code(), Some(64), "{}", second.log());
+    assert!(second.log().contains("is in use by another `antwort up`"), "{}", second.log());
+
     up.signal(Signal::SIGTERM);
     let status = up.wait_exit(STOP_BOUND);
     assert!(status.success(), "antwort up exited {status} after SIGTERM:\n{}", up.log());
@@ -226,4 +232,25 @@ fn antwort_backend_url_replaces_the_scripted_backend() {
     // The backend was not antwort's to stop.
     let health = http::call(&backend_addr, "GET", "/health", None);
     assert_eq!(health.status, 200, "{}\n{}", health.body, backend.log());
+}
+
+#[test]
+fn bad_settings_exit_64_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    for (args, env, expected) in [
+        (
+            vec!["--pool-min-ready", "9", "--pool-max-pods", "8"],
+            vec![],
+            "--pool-min-ready (9) exceeds --pool-max-pods (8)",
+        ),
+        (vec![], vec![("ANTWORT_BACKEND_URL", "localhost:8000")], "is not an http(s):// URL"),
+        (vec!["--bin-dir", "/nonexistent"], vec![], "antwort-gateway is not in /nonexistent"),
+    ] {
+        let mut up = AntwortUp::spawn(&data, &args, &env);
+        let status = up.wait_exit(STOP_BOUND);
+        assert_eq!(status.code(), Some(64), "{args:?} {env:?}: {}", up.log());
+        assert!(up.log().contains(expected), "{args:?} {env:?}: no `{expected}` in {}", up.log());
+        assert!(!data.exists(), "nothing is created for bad settings");
+    }
 }
