@@ -25,8 +25,8 @@
 //! [`kube_env::KubeEnv`].
 //!
 //! Test files: `tests/delivery_*.rs` cover issue 7 (delivery); `tests/openai_sdk.rs` drives a
-//! [`stack::Stack`] with the official OpenAI Python SDK (`python/`); end-to-end tests go beside
-//! them.
+//! [`stack::Stack`] with the official OpenAI Python SDK (`python/`); `tests/antwort_up.rs` runs
+//! the one-machine stack through [`antwort_up`]; end-to-end tests go beside them.
 
 #![forbid(unsafe_code)]
 
