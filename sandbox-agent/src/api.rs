@@ -27,6 +27,7 @@ use antwort_common::identity::SharedSource;
 
 use crate::interpreter::Stream;
 use crate::session::Sessions;
+use crate::spawner::client::SpawnerClient;
 use crate::{Error, Result};
 
 /// What `/readyz` waits for.
@@ -36,12 +37,32 @@ pub struct Readiness {
     pub warmed_up: AtomicBool,
     /// Our SVID source, when serving over mTLS.
     pub identity: Option<SharedSource>,
+    /// The spawner in the sandbox container, when interpreters come from there: it must answer
+    /// a ping for the agent to be ready.
+    pub spawner: Option<SpawnerClient>,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.warmed_up.load(Ordering::SeqCst)
             && self.identity.as_ref().is_none_or(|source| source.is_ready())
+    }
+
+    /// [`Readiness::is_ready`], and the spawner (if any) answers.
+    pub async fn check(&self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        match &self.spawner {
+            None => true,
+            Some(spawner) => match spawner.ping().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "not ready");
+                    false
+                }
+            },
+        }
     }
 }
 
@@ -93,7 +114,7 @@ fn health_routes() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.readiness.is_ready() {
+    if state.readiness.check().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

@@ -130,6 +130,14 @@ pub struct SandboxConfig {
     /// Parent cgroup for sessions, relative to each hierarchy's root; default: a child of the
     /// agent's own cgroup.
     pub cgroup_parent: Option<String>,
+    /// The spawner's Unix socket (`antwort-sandbox-agent spawner`, the pod's `sandbox`
+    /// container). Set: the agent starts interpreters through it, and user code runs as the
+    /// spawner's uid (`uid`, distinct from the agent's) sharing the group `gid` with the agent
+    /// for the workspace. Unset (`null`): the agent forks interpreters itself.
+    pub spawner: Option<PathBuf>,
+    /// The spawner's only client: the agent's uid (`SO_PEERCRED` is checked on every
+    /// connection). Required to run the spawner.
+    pub agent_uid: Option<u32>,
 }
 
 impl Default for SandboxConfig {
@@ -141,6 +149,8 @@ impl Default for SandboxConfig {
             seccomp: true,
             cgroup: CgroupMode::Auto,
             cgroup_parent: None,
+            spawner: None,
+            agent_uid: None,
         }
     }
 }
@@ -267,6 +277,16 @@ impl Config {
         need(self.python.executable.is_absolute(), "python.executable", "must be an absolute path");
         need(self.python.start_timeout_ms >= 1, "python.start_timeout_ms", "must be at least 1");
         need(self.workspace.root.is_absolute(), "workspace.root", "must be an absolute path");
+        need(
+            self.sandbox.spawner.as_ref().is_none_or(|p| p.is_absolute()),
+            "sandbox.spawner",
+            "must be an absolute path (or null)",
+        );
+        need(
+            self.sandbox.spawner.is_none() || (self.sandbox.uid != 0 && self.sandbox.gid != 0),
+            "sandbox.uid",
+            "user code must not run as root (0)",
+        );
         need(self.workspace.max_listed_files >= 1, "workspace.max_listed_files", "must be >= 1");
         need(
             self.server.max_json_body_bytes >= 1024,

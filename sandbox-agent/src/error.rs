@@ -33,6 +33,9 @@ pub enum Error {
     ShuttingDown,
     #[error("the interpreter failed to start: {0}")]
     Spawn(String),
+    /// The spawner in the sandbox container cannot be reached (or is not who it should be).
+    #[error("the sandbox spawner is unavailable: {0}")]
+    SpawnerUnavailable(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -60,6 +63,9 @@ impl Error {
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Spawn(_) => (StatusCode::INTERNAL_SERVER_ERROR, "interpreter_start_failed"),
+            Error::SpawnerUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "spawner_unavailable")
+            }
             Error::Io(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Http(status, code, _) => (*status, code),
         }
@@ -71,7 +77,9 @@ impl Error {
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
             let message = match self {
-                Error::Spawn(_) | Error::ShuttingDown => self.to_string(),
+                Error::Spawn(_) | Error::SpawnerUnavailable(_) | Error::ShuttingDown => {
+                    self.to_string()
+                }
                 _ => "internal error in the sandbox agent".to_string(),
             };
             (status, ErrorEnvelope::new("server_error", code, message))

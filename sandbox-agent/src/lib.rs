@@ -11,9 +11,13 @@
 //! - [`workspace`]: traversal-proof file access (lexical checks + `openat(O_NOFOLLOW)` walks),
 //!   uploads that land atomically, change detection.
 //! - [`interpreter`]: one Python driver process (`driver.py`), its pipes and the execute loop
-//!   (deadline, SIGINT, kill, output limit, end markers).
+//!   (deadline, SIGINT, kill, output limit, end markers); `interpreter::process` starts it by
+//!   forking or through the spawner.
+//! - [`spawner`]: `antwort-sandbox-agent spawner`, the pod's second process: starts drivers as a
+//!   uid of its own and passes their pipes to the agent over a Unix socket (`SCM_RIGHTS`).
 //! - [`sandbox`]: the confinement applied before exec: uid/gid drop, rlimits, cgroups (v1/v2),
-//!   seccomp, network namespace. The crate's only `unsafe` is `sandbox::child`.
+//!   seccomp, network namespace, umask. The crate's only `unsafe` is `sandbox::child` (the
+//!   `pre_exec` hook) and `spawner::fds` (descriptors received over the socket).
 //! - [`metrics`]: Prometheus registry and text rendering.
 //! - [`config`]: the YAML + `ANTWORT_*` configuration and its validation.
 //! - [`search`]: file search (index + ranked chunks) and web search (providers, offline mode).
@@ -31,6 +35,7 @@ pub mod sandbox;
 pub mod search;
 pub mod server;
 pub mod session;
+pub mod spawner;
 pub mod workspace;
 
 pub use config::Config;

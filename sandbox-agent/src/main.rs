@@ -1,13 +1,15 @@
 //! `antwort-sandbox-agent`: parse the command line, load and validate the config (exit 64 on any
-//! problem, before anything binds), then serve until SIGTERM/SIGINT.
+//! problem, before anything binds), then serve until SIGTERM/SIGINT: the agent, or with the
+//! `spawner` subcommand the spawner of the pod's `sandbox` container (same config file).
 
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
+use antwort_sandbox_agent::spawner::server::Spawner;
 use antwort_sandbox_agent::{Config, server};
 
 /// The server inside every antwort sandbox image: code execution, files, file search, web search.
@@ -18,11 +20,20 @@ use antwort_sandbox_agent::{Config, server};
 #[command(name = "antwort-sandbox-agent", version)]
 struct Cli {
     /// The YAML configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Load and validate the configuration, then exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     check: bool,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Run the spawner (the pod's `sandbox` container): start interpreters for the agent as
+    /// `sandbox.uid`, over the Unix socket `sandbox.spawner`, for the uid `sandbox.agent_uid` only.
+    Spawner,
 }
 
 fn main() -> ExitCode {
@@ -54,9 +65,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run(config, async {
+    let shutdown = async {
         antwort_common::shutdown::signal().await;
-    }));
+    };
+    let result = match cli.mode {
+        None => runtime.block_on(server::run(config, shutdown)),
+        Some(Mode::Spawner) => runtime.block_on(async {
+            let spawner = Spawner::bind(&config)?;
+            spawner.serve(shutdown).await
+        }),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(antwort_sandbox_agent::Error::Config(e)) => {

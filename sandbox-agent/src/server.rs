@@ -19,8 +19,8 @@ use antwort_common::identity::{MtlsServer, PeerPolicy, SharedSource, wait_ready}
 
 use crate::api::{self, AppState, Readiness};
 use crate::config::Config;
+use crate::interpreter::Launcher;
 use crate::metrics::Metrics;
-use crate::sandbox::Sandbox;
 use crate::session::Sessions;
 use crate::{Error, Result, search};
 
@@ -38,9 +38,13 @@ impl Agent {
     /// source `/readyz` waits for (`None` when the caller serves the router itself, e.g. tests).
     pub fn build(config: Config, identity: Option<SharedSource>) -> Result<Self> {
         let config = Arc::new(config);
-        let sandbox = Arc::new(Sandbox::new(&config)?);
-        tracing::info!(?sandbox, "sandbox prepared");
-        let sessions = Arc::new(Sessions::new(config.clone(), sandbox, Metrics::new())?);
+        let launcher = Launcher::new(&config)?;
+        tracing::info!(?launcher, "interpreter launcher prepared");
+        let spawner = match &launcher {
+            Launcher::Spawner(client) if config.capabilities.code => Some(client.clone()),
+            _ => None,
+        };
+        let sessions = Arc::new(Sessions::new(config.clone(), launcher, Metrics::new())?);
         let file_search = if config.capabilities.file_search {
             Some(
                 search::FileSearch::new(config.file_search.clone())
@@ -57,7 +61,7 @@ impl Agent {
         } else {
             None
         };
-        let readiness = Arc::new(Readiness { identity, ..Readiness::default() });
+        let readiness = Arc::new(Readiness { identity, spawner, ..Readiness::default() });
         Ok(Agent { state: AppState { sessions, readiness }, config, file_search, web_search })
     }
 

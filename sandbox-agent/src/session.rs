@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,17 @@ use antwort_common::agent_api::{
 };
 
 use crate::config::Config;
-use crate::interpreter::{Death, ExecLimits, Interpreter, RawOutcome, Spec, Stream};
+use crate::interpreter::{
+    Death, ExecLimits, Interpreter, Launcher, RawOutcome, Signaler, Spec, Stream,
+};
 use crate::metrics::Metrics;
-use crate::sandbox::Sandbox;
 use crate::workspace::{self, RelPath};
 use crate::{Error, Result};
 
 /// All sessions of the agent.
 pub struct Sessions {
     config: Arc<Config>,
-    sandbox: Arc<Sandbox>,
+    launcher: Launcher,
     metrics: Metrics,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     slots: Arc<Semaphore>,
@@ -44,8 +45,8 @@ pub struct Session {
     /// `None` while the interpreter is dead. Held for the whole of an execution, so `try_lock`
     /// failing means busy.
     interpreter: tokio::sync::Mutex<Option<Interpreter>>,
-    /// The live driver's pid, for interrupts that must not wait for the lock.
-    pid: AtomicI32,
+    /// Signals for the live driver, for interrupts that must not wait for the lock.
+    signaler: Mutex<Signaler>,
     busy: AtomicBool,
     dead: AtomicBool,
     executions: AtomicU64,
@@ -55,18 +56,25 @@ pub struct Session {
 }
 
 impl Sessions {
-    pub fn new(config: Arc<Config>, sandbox: Arc<Sandbox>, metrics: Metrics) -> Result<Self> {
+    pub fn new(config: Arc<Config>, launcher: Launcher, metrics: Metrics) -> Result<Self> {
         let root = config.workspace.root.clone();
         let scratch_root = root.join(".scratch");
         for dir in [&root, &scratch_root] {
             std::fs::create_dir_all(dir)?;
-            // Sandbox users may pass through but not list: session ids stay unguessable.
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+            // Sandbox users may pass through but not list: session ids stay unguessable. A
+            // volume root the agent does not own (a pod's emptyDir) keeps the mode it was given.
+            let hidden = std::fs::Permissions::from_mode(0o711);
+            match std::fs::set_permissions(dir, hidden) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && dir == &root => {
+                    tracing::info!(root = %root.display(), "workspace root not ours; mode kept");
+                }
+                other => other?,
+            }
         }
         Ok(Self {
             slots: Arc::new(Semaphore::new(config.limits.max_sessions)),
             config,
-            sandbox,
+            launcher,
             metrics,
             sessions: Mutex::new(HashMap::new()),
             root,
@@ -108,12 +116,12 @@ impl Sessions {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let workspace = self.root.join(&id);
         let scratch = self.scratch_root.join(&id);
-        let (uid, gid) = self.sandbox.user();
+        let owner = self.launcher.ownership();
         let make_dirs = || -> std::io::Result<()> {
             for dir in [&workspace, &scratch, &scratch.join("tmp")] {
                 std::fs::create_dir_all(dir)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-                chown(dir, Some(uid), Some(gid))?;
+                chown(dir, Some(owner.uid), Some(owner.gid))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(owner.dir_mode))?;
             }
             Ok(())
         };
@@ -125,7 +133,7 @@ impl Sessions {
             workspace,
             scratch,
             interpreter: tokio::sync::Mutex::new(None),
-            pid: AtomicI32::new(0),
+            signaler: Mutex::new(Signaler::None),
             busy: AtomicBool::new(false),
             dead: AtomicBool::new(true),
             executions: AtomicU64::new(0),
@@ -145,7 +153,7 @@ impl Sessions {
     async fn start_interpreter(&self, session: &Session) -> Result<()> {
         let mut slot = session.interpreter.lock().await;
         if let Some(old) = slot.take() {
-            session.pid.store(0, Ordering::SeqCst);
+            session.take_signaler();
             old.shutdown().await;
         }
         let generation = session.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -153,11 +161,12 @@ impl Sessions {
             python: self.config.python.executable.clone(),
             workspace: session.workspace.clone(),
             scratch: session.scratch.clone(),
-            cgroup_name: format!("{}-g{generation}", session.id),
+            session: session.id.clone(),
+            generation,
             start_timeout: Duration::from_millis(self.config.python.start_timeout_ms),
         };
-        let interpreter = Interpreter::start(&self.sandbox, &spec, self.max_frame_bytes()).await?;
-        session.pid.store(interpreter.pid(), Ordering::SeqCst);
+        let interpreter = Interpreter::start(&self.launcher, &spec, self.max_frame_bytes()).await?;
+        *session.signaler.lock().expect("signaler lock") = interpreter.signaler();
         session.dead.store(false, Ordering::SeqCst);
         *slot = Some(interpreter);
         Ok(())
@@ -172,7 +181,7 @@ impl Sessions {
     /// Kills the interpreter (ending any execution) and starts a fresh one; files stay.
     pub async fn restart(&self, id: &str) -> Result<SessionInfo> {
         let session = self.get(id)?;
-        Interpreter::kill_group(session.pid.swap(0, Ordering::SeqCst));
+        session.take_signaler().kill();
         self.start_interpreter(&session).await?;
         Ok(session.info())
     }
@@ -186,7 +195,7 @@ impl Sessions {
             .remove(id)
             .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
         self.metrics.live_sessions.dec();
-        Interpreter::kill_group(session.pid.swap(0, Ordering::SeqCst));
+        session.take_signaler().kill();
         if let Some(interpreter) = session.interpreter.lock().await.take() {
             interpreter.shutdown().await;
         }
@@ -232,7 +241,8 @@ impl Sessions {
         if !session.busy.load(Ordering::SeqCst) {
             return Ok(false);
         }
-        Ok(Interpreter::interrupt(session.pid.load(Ordering::SeqCst)))
+        let signaler = session.signaler.lock().expect("signaler lock").clone();
+        Ok(signaler.interrupt())
     }
 
     /// Runs code in a session; `sink` receives output as it appears.
@@ -278,7 +288,7 @@ impl Sessions {
         let after = scan(&session.workspace, max_files).await;
         if raw.death.is_some() {
             session.dead.store(true, Ordering::SeqCst);
-            session.pid.store(0, Ordering::SeqCst);
+            session.take_signaler();
             if let Some(gone) = slot.take() {
                 gone.shutdown().await;
             }
@@ -352,8 +362,7 @@ impl Sessions {
             let _ = tokio::fs::remove_file(&tmp_path).await;
             return Err(e);
         }
-        let (uid, gid) = self.sandbox.user();
-        let owner = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid));
+        let owner = self.launcher.ownership();
         let (root, scratch) = (session.workspace.clone(), session.scratch.clone());
         let installed =
             blocking(move || workspace::install(&root, &scratch, &tmp_name, &rel, owner)).await;
@@ -365,6 +374,11 @@ impl Sessions {
 }
 
 impl Session {
+    /// The live driver's signals, leaving none behind (its pid may be reused once it is gone).
+    fn take_signaler(&self) -> Signaler {
+        std::mem::take(&mut *self.signaler.lock().expect("signaler lock"))
+    }
+
     pub fn info(&self) -> SessionInfo {
         let state = if self.dead.load(Ordering::SeqCst) {
             SessionState::Dead
@@ -425,8 +439,12 @@ fn to_result(raw: RawOutcome, limits: &ExecLimits, duration: Duration) -> Execut
         }
         ExecStatus::OutOfMemory
     } else if let Some(death) = &death {
+        let name = match death {
+            Death::SpawnerLost => "SandboxUnavailable",
+            _ => "InterpreterDied",
+        };
         error = Some(ExecError {
-            name: "InterpreterDied".into(),
+            name: name.into(),
             value: format!("{}; restart the session", death.describe()),
             traceback: Vec::new(),
         });

@@ -15,11 +15,12 @@ use std::time::UNIX_EPOCH;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use antwort_common::agent_api::{FileChange, FileChangeKind, FileInfo, FileList};
 
+use crate::interpreter::process::Ownership;
 use crate::{Error, Result};
 
 /// Longest accepted relative path, in bytes.
@@ -74,15 +75,16 @@ fn open_dir(root: &Path) -> Result<OwnedFd> {
 }
 
 /// Walks to the parent directory of `path`, refusing symlinks; creates missing directories
-/// (owned by `owner`) when asked.
-fn open_parent(root: &Path, path: &RelPath, create: Option<(Uid, Gid)>) -> Result<OwnedFd> {
+/// (owned by `owner`, with its mode) when asked.
+fn open_parent(root: &Path, path: &RelPath, create: Option<Ownership>) -> Result<OwnedFd> {
     let mut dir = open_dir(root)?;
     for part in &path.parents {
-        if let Some((uid, gid)) = create {
-            match mkdirat(&dir, part.as_str(), Mode::from_bits_truncate(0o755)) {
+        if let Some(owner) = create {
+            match mkdirat(&dir, part.as_str(), Mode::from_bits_truncate(0o700)) {
                 Ok(()) => {
                     let fd = open_subdir(&dir, part, path)?;
-                    let _ = fchown(&fd, Some(uid), Some(gid));
+                    let _ = fchown(&fd, Some(uid(owner)), Some(gid(owner)));
+                    let _ = fchmod(&fd, Mode::from_bits_truncate(dir_mode(owner)));
                     dir = fd;
                     continue;
                 }
@@ -149,13 +151,15 @@ pub fn install(
     scratch: &Path,
     tmp_name: &str,
     path: &RelPath,
-    owner: (Uid, Gid),
+    owner: Ownership,
 ) -> Result<FileInfo> {
     let from = open_dir(scratch)?;
     let tmp = openat(&from, tmp_name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty())
         .map_err(|e| Error::Internal(format!("open upload: {e}")))?;
-    fchown(&tmp, Some(owner.0), Some(owner.1))
+    fchown(&tmp, Some(uid(owner)), Some(gid(owner)))
         .map_err(|e| Error::Internal(format!("chown upload: {e}")))?;
+    fchmod(&tmp, Mode::from_bits_truncate(owner.file_mode as _))
+        .map_err(|e| Error::Internal(format!("chmod upload: {e}")))?;
     let stat = fstat(&tmp).map_err(|e| Error::Internal(format!("stat: {e}")))?;
     let dir = open_parent(root, path, Some(owner))?;
     renameat(&from, tmp_name, &dir, path.name.as_str()).map_err(|e| match e {
@@ -169,6 +173,19 @@ pub fn install(
         size_bytes: stat.st_size as u64,
         modified_at: stat.st_mtime.max(0) as u64,
     })
+}
+
+fn uid(owner: Ownership) -> Uid {
+    Uid::from_raw(owner.uid)
+}
+
+fn gid(owner: Ownership) -> Gid {
+    Gid::from_raw(owner.gid)
+}
+
+/// Directories below the workspace get the owner's mode, minus the setuid bit.
+fn dir_mode(owner: Ownership) -> nix::libc::mode_t {
+    (owner.dir_mode & 0o3777) as nix::libc::mode_t
 }
 
 /// One file's identity for change detection.

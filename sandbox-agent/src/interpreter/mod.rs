@@ -8,31 +8,24 @@
 //! child that misbehaves, and output beyond the limit is read and dropped, never stored.
 
 pub mod output;
+pub mod process;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, pipe2};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use antwort_common::agent_api::ExecError;
 
-use crate::sandbox::{Sandbox, SessionCgroup};
 use crate::{Error, Result};
 use output::{MarkerScanner, Piece, Utf8Chunker};
-
-/// The driver's source, passed with `-c` so no file has to exist in the image.
-pub const DRIVER: &str = include_str!("driver.py");
+pub use process::{DRIVER, Exit, LaunchSpec, Launcher, Proc, Signaler};
 
 /// How long output may lag behind the result frame before the agent stops waiting for it.
 const MARKER_WAIT: Duration = Duration::from_secs(2);
@@ -68,8 +61,9 @@ pub struct Spec {
     pub workspace: PathBuf,
     /// HOME and TMPDIR.
     pub scratch: PathBuf,
-    /// Unique name of its cgroup.
-    pub cgroup_name: String,
+    pub session: String,
+    /// Counts the session's interpreters (restarts); names its cgroup.
+    pub generation: u64,
     pub start_timeout: Duration,
 }
 
@@ -96,6 +90,8 @@ pub enum Death {
     Exited(i32),
     /// It broke the framing protocol (too-large or malformed frame).
     Protocol(String),
+    /// The spawner that started it (in the sandbox container) is gone, and its code with it.
+    SpawnerLost,
 }
 
 impl Death {
@@ -107,6 +103,9 @@ impl Death {
             Death::Signal(sig) => format!("killed by signal {sig}"),
             Death::Exited(code) => format!("the interpreter exited with status {code}"),
             Death::Protocol(why) => format!("the interpreter broke the protocol: {why}"),
+            Death::SpawnerLost => {
+                "the sandbox container's spawner is gone (the sandbox is unavailable)".into()
+            }
         }
     }
 }
@@ -143,63 +142,42 @@ pub struct RawOutcome {
 
 /// A running driver process.
 pub struct Interpreter {
-    child: Child,
-    pid: Pid,
-    requests: ChildStdin,
+    proc: Proc,
+    requests: pipe::Sender,
     results: mpsc::Receiver<std::result::Result<serde_json::Value, String>>,
     output: mpsc::Receiver<OutputEvent>,
-    tasks: Vec<JoinHandle<()>>,
-    cgroup: Option<SessionCgroup>,
+    tasks: Tasks,
     seq: u64,
-    /// Set once the child was waited for: its pid may be reused, never signal it again.
-    reaped: bool,
 }
 
 impl std::fmt::Debug for Interpreter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interpreter").field("pid", &self.pid).field("seq", &self.seq).finish()
+        f.debug_struct("Interpreter")
+            .field("pid", &self.proc.pid())
+            .field("seq", &self.seq)
+            .finish()
     }
 }
 
 impl Interpreter {
-    /// Starts the driver under `sandbox` and waits until it reports ready.
-    pub async fn start(sandbox: &Sandbox, spec: &Spec, max_frame_bytes: usize) -> Result<Self> {
-        let cgroup =
-            sandbox.cgroups.create(&spec.cgroup_name, sandbox.memory_bytes, sandbox.processes)?;
-        let procs = match &cgroup {
-            Some(cg) => cg.procs_files()?,
-            None => Vec::new(),
-        };
-        let (result_read, result_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Spawn(format!("pipe: {e}")))?;
+    /// Starts the driver through `launcher` and waits until it reports ready.
+    pub async fn start(launcher: &Launcher, spec: &Spec, max_frame_bytes: usize) -> Result<Self> {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let mut command = tokio::process::Command::new(&spec.python);
-        command
-            .args(["-I", "-u", "-B", "-c", DRIVER, &nonce])
-            .env_clear()
-            .envs(environment(&spec.scratch))
-            .current_dir(&spec.workspace)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        sandbox.confine(&mut command, &result_write, &procs);
-        let spawned = command.spawn();
-        drop(result_write);
-        drop(procs);
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                if let Some(cg) = cgroup {
-                    tokio::task::spawn_blocking(move || cg.remove());
-                }
-                return Err(Error::Spawn(format!("{}: {e}", spec.python.display())));
-            }
+        let launch = LaunchSpec {
+            python: spec.python.clone(),
+            workspace: spec.workspace.clone(),
+            scratch: spec.scratch.clone(),
+            session: spec.session.clone(),
+            generation: spec.generation,
+            cgroup_name: format!("{}-g{}", spec.session, spec.generation),
+            nonce: nonce.clone(),
         };
-        let pid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
-        let requests = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let (proc, pipes) = launcher.launch(&launch).await?;
+        let wrap = |e: std::io::Error| Error::Spawn(format!("driver pipes: {e}"));
+        let requests = pipe::Sender::from_owned_fd(pipes.requests).map_err(wrap)?;
+        let stdout = pipe::Receiver::from_owned_fd(pipes.stdout).map_err(wrap)?;
+        let stderr = pipe::Receiver::from_owned_fd(pipes.stderr).map_err(wrap)?;
+        let result_read = pipes.results;
         let (out_tx, output) = mpsc::channel(16);
         let (res_tx, results) = mpsc::channel(4);
         let tasks = vec![
@@ -207,17 +185,8 @@ impl Interpreter {
             tokio::spawn(pump(stderr, Stream::Stderr, nonce, out_tx)),
             tokio::spawn(read_frames(result_read, max_frame_bytes, res_tx)),
         ];
-        let mut interpreter = Interpreter {
-            child,
-            pid,
-            requests,
-            results,
-            output,
-            tasks,
-            cgroup,
-            seq: 0,
-            reaped: false,
-        };
+        let mut interpreter =
+            Interpreter { proc, requests, results, output, tasks: Tasks(tasks), seq: 0 };
         match timeout(spec.start_timeout, interpreter.results.recv()).await {
             Ok(Some(Ok(frame))) if frame["op"] == "ready" => Ok(interpreter),
             outcome => {
@@ -233,9 +202,14 @@ impl Interpreter {
         }
     }
 
-    /// The driver's pid (its process group id too).
+    /// The driver's pid (its process group id too), in its own container's pid namespace.
     pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+        self.proc.pid()
+    }
+
+    /// Interrupts and kills from outside the session's lock.
+    pub fn signaler(&self) -> Signaler {
+        self.proc.signaler()
     }
 
     /// Runs `code`; `sink` receives kept output as it arrives (for streaming).
@@ -247,7 +221,7 @@ impl Interpreter {
     ) -> RawOutcome {
         self.seq += 1;
         let seq = self.seq;
-        let oom_before = self.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+        let oom_before = self.proc.oom_kills().await;
         let mut out = Collector::new(limits.max_output_bytes);
         let mut reply: Option<Reply> = None;
         let mut death: Option<Death> = None;
@@ -313,7 +287,7 @@ impl Interpreter {
                 },
                 _ = sleep_until(deadline), if !timed_out && reply.is_none() && !control_closed => {
                     timed_out = true;
-                    let _ = kill(self.pid, Signal::SIGINT);
+                    self.proc.signaler().interrupt();
                     kill_at = Some(Instant::now() + limits.interrupt_grace);
                 }
                 _ = sleep_opt(kill_at), if reply.is_none() && !control_closed => {
@@ -327,10 +301,9 @@ impl Interpreter {
         if control_closed && death.is_none() {
             death = Some(self.reap(killed_by_us, oom_before).await);
         } else if death.is_some() {
-            let _ = timeout(DRAIN_WAIT, self.child.wait()).await;
+            let _ = self.proc.wait(DRAIN_WAIT).await;
         }
-        let oom_kills =
-            self.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0).saturating_sub(oom_before);
+        let oom_kills = self.proc.oom_kills().await.saturating_sub(oom_before);
         let (stdout, stderr, output_truncated) = out.finish(sink);
         RawOutcome { stdout, stderr, output_truncated, reply, timed_out, oom_kills, death }
     }
@@ -339,62 +312,35 @@ impl Interpreter {
     async fn reap(&mut self, killed_by_us: bool, oom_before: u64) -> Death {
         // The session is over: whatever the code left running goes too. The driver is not reaped
         // yet, so its pid (the group id) cannot have been reused.
-        self.kill();
-        let status = match timeout(Duration::from_secs(5), self.child.wait()).await {
-            Ok(Ok(status)) => {
-                self.reaped = true;
-                Some(status)
-            }
-            _ => None,
-        };
-        let oom_now = self.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
-        if oom_now > oom_before {
+        self.proc.kill();
+        let exit = self.proc.wait(Duration::from_secs(5)).await;
+        if self.proc.oom_kills().await > oom_before {
             return Death::OutOfMemory;
+        }
+        if exit == Some(Exit::SpawnerLost) {
+            return Death::SpawnerLost;
         }
         if killed_by_us {
             return Death::KilledByAgent;
         }
-        match status.map(|s| (s.signal(), s.code())) {
-            Some((Some(sig), _)) if sig == Signal::SIGXCPU as i32 => Death::CpuLimit,
-            Some((Some(sig), _)) => Death::Signal(sig),
-            Some((None, Some(code))) => Death::Exited(code),
+        match exit {
+            Some(Exit::Signal(sig)) if sig == nix::sys::signal::Signal::SIGXCPU as i32 => {
+                Death::CpuLimit
+            }
+            Some(Exit::Signal(sig)) => Death::Signal(sig),
+            Some(Exit::Code(code)) => Death::Exited(code),
             _ => Death::KilledByAgent,
         }
     }
 
-    /// SIGINT to the driver: `KeyboardInterrupt` in the running code.
-    pub fn interrupt(pid: i32) -> bool {
-        pid > 0 && kill(Pid::from_raw(pid), Signal::SIGINT).is_ok()
-    }
-
-    /// SIGKILL to the driver's process group (and its cgroup, which catches what left the group).
-    pub fn kill_group(pid: i32) {
-        if pid > 0 {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-
     fn kill(&self) {
-        if !self.reaped {
-            Self::kill_group(self.pid.as_raw());
-        }
-        if let Some(cg) = &self.cgroup {
-            cg.kill_all();
-        }
+        self.proc.kill();
     }
 
-    /// Kills everything the interpreter started and removes its cgroup.
-    pub async fn shutdown(mut self) {
-        self.kill();
-        if let Ok(Ok(_)) = timeout(Duration::from_secs(5), self.child.wait()).await {
-            self.reaped = true;
-        }
-        for task in &self.tasks {
-            task.abort();
-        }
-        if let Some(cg) = self.cgroup.take() {
-            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
-        }
+    /// Kills everything the interpreter started and cleans up after it.
+    pub async fn shutdown(self) {
+        drop(self.tasks);
+        self.proc.shutdown().await;
     }
 
     async fn drain_stderr(&mut self) -> String {
@@ -412,34 +358,16 @@ impl Interpreter {
     }
 }
 
-impl Drop for Interpreter {
+/// The reader tasks, aborted when the interpreter goes, however it goes (the process itself is
+/// killed when its [`Proc`] drops).
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
     fn drop(&mut self) {
-        // `shutdown` is the orderly way; this catches a panic or a dropped future.
-        self.kill();
-        for task in &self.tasks {
+        for task in &self.0 {
             task.abort();
         }
-        if let Some(cg) = self.cgroup.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn_blocking(move || cg.remove());
-        }
     }
-}
-
-/// The scrubbed environment of user code.
-fn environment(scratch: &Path) -> Vec<(&'static str, String)> {
-    let scratch = scratch.display().to_string();
-    vec![
-        ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
-        ("HOME", scratch.clone()),
-        ("TMPDIR", format!("{scratch}/tmp")),
-        ("XDG_CACHE_HOME", format!("{scratch}/.cache")),
-        ("MPLCONFIGDIR", format!("{scratch}/.config/matplotlib")),
-        ("MPLBACKEND", "Agg".into()),
-        ("LANG", "C.UTF-8".into()),
-        ("LC_ALL", "C.UTF-8".into()),
-    ]
 }
 
 /// Keeps stdout/stderr up to a shared byte limit; the rest is dropped and remembered.
@@ -558,7 +486,7 @@ async fn read_frames(
     }
 }
 
-async fn write_frame(pipe: &mut ChildStdin, frame: &serde_json::Value) -> std::io::Result<()> {
+async fn write_frame(pipe: &mut pipe::Sender, frame: &serde_json::Value) -> std::io::Result<()> {
     let body = serde_json::to_vec(frame)?;
     let len = u32::try_from(body.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;

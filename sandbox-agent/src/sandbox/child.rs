@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use nix::libc;
 use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl::set_pdeathsig;
 use nix::sys::resource::{Resource, setrlimit};
-use nix::unistd::{Gid, Uid, setgid, setgroups, setsid, setuid};
+use nix::sys::signal::Signal;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Pid, Uid, getppid, setgid, setgroups, setsid, setuid};
 
 use super::seccomp::Filters;
 
@@ -25,12 +28,19 @@ pub(super) struct Plan {
     pub rlimits: Vec<(Resource, u64, u64)>,
     pub switch_to: Option<(Uid, Gid)>,
     pub filters: Option<Arc<Filters>>,
+    /// Set for the spawner's children: files the code creates stay readable and writable by the
+    /// group it shares with the agent.
+    pub umask: Option<Mode>,
+    /// The spawner's pid: the child dies with it (`PR_SET_PDEATHSIG`), and refuses to start if
+    /// it is already gone.
+    pub die_with: Option<Pid>,
 }
 
 pub(super) fn install(command: &mut tokio::process::Command, plan: Plan) {
     // SAFETY: the closure runs between fork and exec in the child. It only makes system calls
     // through thin wrappers (setsid, write, unshare, dup2, setrlimit, setgroups, setgid, setuid,
-    // prctl, seccomp) on memory the parent allocated before forking; it never allocates, locks
+    // umask, prctl, getppid, seccomp) on memory the parent allocated before forking; it never
+    // allocates, locks
     // or touches state another thread of the parent could have left inconsistent.
     unsafe {
         command.pre_exec(move || confine(&plan));
@@ -70,6 +80,17 @@ fn confine(plan: &Plan) -> io::Result<()> {
         setgroups(&[gid])?;
         setgid(gid)?;
         setuid(uid)?;
+    }
+    if let Some(mask) = plan.umask {
+        umask(mask);
+    }
+    // After the uid switch, which would clear it. The signal comes when the *thread* that
+    // forked ends; the spawner forks on runtime worker threads, which live as long as it does.
+    if let Some(parent) = plan.die_with {
+        set_pdeathsig(Signal::SIGKILL)?;
+        if getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
     }
     if let Some(filters) = &plan.filters {
         for program in &filters.programs {

@@ -16,7 +16,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::sys::resource::Resource;
-use nix::unistd::{Gid, Uid, getegid, geteuid};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, getegid, geteuid, getpid};
 
 use crate::config::Config;
 use crate::{Error, Result};
@@ -31,6 +32,8 @@ pub struct Sandbox {
     filters: Option<Arc<seccomp::Filters>>,
     /// An empty network namespace needs CAP_SYS_ADMIN; without it the seccomp rule alone denies.
     new_network_namespace: bool,
+    /// The spawner's mode: a umask keeping the code's files group-shared, and death with it.
+    spawner: bool,
     pub cgroups: Cgroups,
     pub memory_bytes: u64,
     pub processes: u64,
@@ -42,6 +45,7 @@ impl std::fmt::Debug for Sandbox {
             .field("switch_to", &self.switch_to)
             .field("seccomp", &self.filters.is_some())
             .field("new_network_namespace", &self.new_network_namespace)
+            .field("spawner", &self.spawner)
             .field("cgroups", &self.cgroups.describe())
             .finish_non_exhaustive()
     }
@@ -96,10 +100,18 @@ impl Sandbox {
             rlimits,
             filters,
             new_network_namespace: !s.network && is_root,
+            spawner: false,
             cgroups,
             memory_bytes: l.memory_bytes,
             processes: l.processes,
         })
+    }
+
+    /// The confinement of the spawner's children (`antwort-sandbox-agent spawner`): as
+    /// [`Sandbox::new`], plus umask 0007 (the workspace is shared with the agent through the
+    /// group) and death with the spawner.
+    pub fn for_spawner(config: &Config) -> Result<Self> {
+        Ok(Sandbox { spawner: true, ..Self::new(config)? })
     }
 
     /// The uid/gid user code runs as.
@@ -125,6 +137,8 @@ impl Sandbox {
             rlimits: self.rlimits.clone(),
             switch_to: self.switch_to,
             filters: self.filters.clone(),
+            umask: self.spawner.then(|| Mode::from_bits_truncate(0o007)),
+            die_with: self.spawner.then(getpid),
         };
         child::install(command, plan);
     }
