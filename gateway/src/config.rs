@@ -44,9 +44,14 @@ pub struct RawConfig {
     /// A streamed response silent this long (a tool running, a slow model) gets an SSE comment
     /// (`: keep-alive`), so proxies and clients do not time the connection out.
     pub sse_keep_alive_secs: f64,
-    /// Server-side tools (`code_interpreter`) and the tool loop.
-    #[serde(skip_serializing)]
+    /// Server-side tools (`code_interpreter`) and the tool loop. Serialized as `null`: only
+    /// the key matters there (it tells `ANTWORT_TOOLS__*` overrides that `tools` exists).
+    #[serde(serialize_with = "serialize_as_null")]
     pub tools: RawTools,
+}
+
+fn serialize_as_null<T, S: serde::Serializer>(_: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_none()
 }
 
 /// The `tools` section.
@@ -451,6 +456,25 @@ limits: { max_body_bytes: 10 }
         ] {
             assert!(err.contains(needle), "missing `{needle}` in: {err}");
         }
+    }
+
+    #[test]
+    fn env_overrides_reach_the_tools_section() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.yaml");
+        let yaml = "tools:\n  code_interpreter:\n    identity: {source: files, dir: /svid}\n    \
+                    agent: {url: 'https://127.0.0.1:9', spiffe_id: 'spiffe://td/agent'}\n    \
+                    agent_spiffe_ids: [{trust_domain: td, path_prefix: /}]\n";
+        std::fs::write(&file, yaml).expect("write");
+        let env = [
+            ("ANTWORT_TOOLS__CODE_INTERPRETER__EXEC_TIMEOUT_MS", "3000"),
+            ("ANTWORT_TOOLS__MAX_TURNS", "4"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let raw: RawConfig = antwort_common::config::load(Some(&file), env).expect("loads");
+        let ci = raw.tools.code_interpreter.expect("code_interpreter");
+        assert_eq!(ci.exec_timeout_ms, 3000);
+        assert_eq!(raw.tools.max_turns, 4);
     }
 
     #[test]
