@@ -148,3 +148,45 @@ pub fn assert_valid_offline(what: &str, yaml: &str) {
     let problems = validate_offline(yaml);
     assert!(problems.is_empty(), "{what} does not validate:\n{}", problems.join("\n"));
 }
+
+/// The pool manager's own config loader (`antwort-pool-manager --check`) run with exactly the
+/// environment the Deployment `antwort-pool-manager` in `docs` gives its container (literal values
+/// as rendered; `valueFrom` ones get a placeholder). `Err` with its output when it refuses the
+/// config or ignores one of the `ANTWORT_*` variables (a key the manager does not have).
+pub fn check_pool_manager_config(docs: &[Value]) -> Result<(), String> {
+    let deployment = manifests::get(docs, "Deployment", "antwort-pool-manager");
+    let spec = manifests::pod_spec(deployment).expect("a pod spec");
+    let container = &spec["containers"][0];
+    let mut command = std::process::Command::new(workspace::binary(
+        "antwort-pool-manager",
+        "antwort-pool-manager",
+    ));
+    command.env_clear();
+    for arg in container["args"].as_array().into_iter().flatten() {
+        command.arg(arg.as_str().expect("args are strings"));
+    }
+    command.arg("--check");
+    for (name, value) in manifests::env(container) {
+        command.env(&name, value.unwrap_or_else(|| format!("from-{name}")));
+    }
+    let out = tools::output(&mut command);
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && !report.contains("is ignored") {
+        Ok(())
+    } else {
+        Err(format!("antwort-pool-manager --check ({}):\n{report}", out.status))
+    }
+}
+
+/// The RBAC rules the pool manager says it needs (`antwort-pool-manager rbac`).
+pub fn pool_manager_rbac() -> Value {
+    let yaml = tools::stdout(
+        std::process::Command::new(workspace::binary(
+            "antwort-pool-manager",
+            "antwort-pool-manager",
+        ))
+        .arg("rbac"),
+    );
+    manifests::parse(&yaml).remove(0)
+}

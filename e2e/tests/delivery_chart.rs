@@ -129,6 +129,7 @@ fn default_install_with_min_ready_is_complete() {
         ("ConfigMap", "antwort-gateway"),
         ("ServiceAccount", "antwort-gateway"),
         ("ServiceAccount", "antwort-pool-manager"),
+        ("ServiceAccount", "antwort-sandbox"),
         ("Role", "antwort-pool-manager"),
         ("RoleBinding", "antwort-pool-manager"),
         ("NetworkPolicy", "default-deny"),
@@ -166,12 +167,17 @@ fn default_install_with_min_ready_is_complete() {
     // The pool manager watches the sandbox namespace, where its Role is.
     let manager = pod_spec(get(&docs, "Deployment", "antwort-pool-manager")).expect("a pod spec");
     let env = manifests::env(&manager["containers"][0]);
-    for var in ["ANTWORT_RUNTIME__NAMESPACE", "ANTWORT_POOL_NAMESPACE"] {
-        assert!(
-            env.contains(&(var.to_owned(), Some("antwort-sandboxes".to_owned()))),
-            "{var}: {env:?}"
-        );
-    }
+    assert!(
+        env.contains(&(
+            "ANTWORT_RUNTIME__NAMESPACE".to_owned(),
+            Some("antwort-sandboxes".to_owned())
+        )),
+        "{env:?}"
+    );
+    // The sandboxes' own account, without a token, in their namespace.
+    let account = get(&docs, "ServiceAccount", "antwort-sandbox");
+    assert_eq!(account["metadata"]["namespace"], "antwort-sandboxes");
+    assert_eq!(account["automountServiceAccountToken"], false);
     assert!(
         env.contains(&(
             "ANTWORT_SERVER__ALLOWED_CALLERS".to_owned(),
@@ -251,12 +257,24 @@ fn each_spiffe_mode_plumbs_identity() {
     for deployment in ["antwort-gateway", "antwort-pool-manager"] {
         let spec = pod_spec(get(&docs, "Deployment", deployment)).expect("pod spec");
         assert!(spec.to_string().contains(r#""driver":"csi.spiffe.io""#), "{deployment}: {spec:#}");
-        let env = manifests::env(&spec["containers"][0]);
-        assert!(
-            env.contains(&("ANTWORT_IDENTITY__SOURCE".into(), Some("workload_api".into()))),
-            "{env:?}"
-        );
     }
+    let spec = pod_spec(get(&docs, "Deployment", "antwort-pool-manager")).expect("pod spec");
+    let env = manifests::env(&spec["containers"][0]);
+    assert!(
+        env.contains(&("ANTWORT_IDENTITY__SOURCE".into(), Some("workload_api".into()))),
+        "{env:?}"
+    );
+    assert_eq!(
+        gateway_config(&docs)["tools"]["code_interpreter"]["identity"],
+        serde_json::json!({
+            "source": "workload_api",
+            "endpoint": "unix:///spiffe-workload-api/spire-agent.sock"
+        })
+    );
+    assert_eq!(
+        sandbox_identity_env(&docs),
+        [("MODE", "spire"), ("SOCKET_NAME", "spire-agent.sock")].map(|(k, v)| (k.into(), v.into()))
+    );
     let without_spire = manifests::parse(&chart::template(&[]));
     assert!(
         of_kind(&without_spire, "ClusterSPIFFEID").is_empty(),
@@ -267,8 +285,17 @@ fn each_spiffe_mode_plumbs_identity() {
     let (_, docs) = render(Some("spiffe-csi"), &[]);
     let spec = pod_spec(get(&docs, "Deployment", "antwort-gateway")).expect("pod spec");
     assert!(spec.to_string().contains(r#""driver":"spiffe.csi.cert-manager.io""#), "{spec:#}");
-    let env = manifests::env(&spec["containers"][0]);
-    assert!(env.contains(&("ANTWORT_IDENTITY__SOURCE".into(), Some("files".into()))), "{env:?}");
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"] == "spiffe-svid")
+        .expect("the SVID is mounted");
+    assert_eq!(
+        gateway_config(&docs)["tools"]["code_interpreter"]["identity"],
+        serde_json::json!({ "source": "files", "dir": mount["mountPath"] })
+    );
+    assert_eq!(sandbox_identity_env(&docs), [("MODE".to_owned(), "csi".to_owned())]);
     assert_eq!(
         of_kind(&docs, "Role").len(),
         3,
@@ -292,6 +319,174 @@ fn each_spiffe_mode_plumbs_identity() {
     assert!(
         volumes("antwort-pool-manager").contains(r#""secretName":"antwort-pool-manager-svid""#)
     );
+    assert_eq!(
+        sandbox_identity_env(&docs),
+        [("MODE", "files"), ("SECRET_NAME", "antwort-sandbox-svid")]
+            .map(|(k, v)| (k.into(), v.into()))
+    );
+}
+
+/// The gateway's config file.
+fn gateway_config(docs: &[Value]) -> Value {
+    serde_yaml_ng::from_str(
+        get(docs, "ConfigMap", "antwort-gateway")["data"]["gateway.yaml"]
+            .as_str()
+            .expect("gateway.yaml"),
+    )
+    .expect("the gateway config is YAML")
+}
+
+/// The pool manager's `runtime.sandbox_identity` as the chart sets it (`ANTWORT_RUNTIME__
+/// SANDBOX_IDENTITY__*`, prefix stripped).
+fn sandbox_identity_env(docs: &[Value]) -> Vec<(String, String)> {
+    let spec = pod_spec(get(docs, "Deployment", "antwort-pool-manager")).expect("pod spec");
+    manifests::env(&spec["containers"][0])
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix("ANTWORT_RUNTIME__SANDBOX_IDENTITY__")?;
+            Some((key.to_owned(), value.expect("a literal value")))
+        })
+        .collect()
+}
+
+/// The pool manager's own config loader accepts what the chart renders for it, for every value
+/// set (every spiffe mode among them), and ignores none of the variables the chart sets.
+#[test]
+fn pool_manager_accepts_the_rendered_config() {
+    for set in value_sets() {
+        let (_, docs) = render(set.as_deref(), &[]);
+        if let Err(report) = chart::check_pool_manager_config(&docs) {
+            panic!("value set {set:?}: {report}");
+        }
+    }
+    // And the check is a real one: a misspelt key or a bad mode is refused.
+    let (_, docs) = render(
+        None,
+        &[
+            "--set",
+            "poolManager.extraEnv[0].name=ANTWORT_RUNTIME__LEASE_NAM",
+            "--set",
+            "poolManager.extraEnv[0].value=x",
+        ],
+    );
+    let report = chart::check_pool_manager_config(&docs).expect_err("an unknown key");
+    assert!(report.contains("lease_nam"), "{report}");
+    let (_, docs) = render(
+        None,
+        &[
+            "--set",
+            "poolManager.extraEnv[0].name=ANTWORT_POOL_NAMESPACE",
+            "--set",
+            "poolManager.extraEnv[0].value=x",
+        ],
+    );
+    let report = chart::check_pool_manager_config(&docs).expect_err("an ignored variable");
+    assert!(report.contains("ANTWORT_POOL_NAMESPACE is ignored"), "{report}");
+}
+
+/// The Role the chart gives the pool manager is exactly what the manager says it needs
+/// (`antwort-pool-manager rbac`), in the namespace it works in (pods, pools and its Lease).
+#[test]
+fn pool_manager_role_is_what_the_manager_uses() {
+    let (_, docs) = render(None, &[]);
+    let role = get(&docs, "Role", "antwort-pool-manager");
+    assert_eq!(role["rules"], chart::pool_manager_rbac(), "the chart's Role drifted from the code");
+    let spec = pod_spec(get(&docs, "Deployment", "antwort-pool-manager")).expect("pod spec");
+    let env: BTreeMap<String, Option<String>> =
+        manifests::env(&spec["containers"][0]).into_iter().collect();
+    // Pods, pools and the leader Lease all live in runtime.namespace: the Role's namespace.
+    assert_eq!(
+        env["ANTWORT_RUNTIME__NAMESPACE"].as_deref(),
+        role["metadata"]["namespace"].as_str()
+    );
+    assert_eq!(env["ANTWORT_RUNTIME__LEASE_NAME"].as_deref(), Some("antwort-pool-manager"));
+    let binding = get(&docs, "RoleBinding", "antwort-pool-manager");
+    assert_eq!(binding["metadata"]["namespace"], role["metadata"]["namespace"]);
+    assert_eq!(binding["subjects"][0]["name"], spec["serviceAccountName"]);
+    // Ports and probes as the manager serves them (config.rs defaults, api.rs admin routes).
+    let container = &spec["containers"][0];
+    let ports: BTreeMap<&str, u64> = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| (p["name"].as_str().expect("name"), p["containerPort"].as_u64().expect("port")))
+        .collect();
+    assert_eq!(ports, BTreeMap::from([("claims", 8443), ("admin", 9090)]));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "admin");
+}
+
+/// Every agent presents one SPIFFE ID, and all parties agree on it for every spiffe mode: the
+/// gateway accepts exactly it (`agent_spiffe_ids`), the pool manager expects it (trust domain,
+/// sandbox namespace and the ServiceAccount it runs the pods as), and the mode's issuer gives it
+/// to the pods (SPIRE's ClusterSPIFFEID template, csi-driver-spiffe's requester account).
+#[test]
+fn sandbox_spiffe_id_agrees_across_gateway_pool_manager_and_issuer() {
+    for set in [None, Some("spiffe-csi"), Some("spiffe-files")] {
+        let (_, docs) = render(set, &[]);
+        let gateway = gateway_config(&docs);
+        let code = &gateway["tools"]["code_interpreter"];
+        let accepted = code["agent_spiffe_ids"].as_array().expect("agent_spiffe_ids");
+        assert_eq!(accepted.len(), 1, "{set:?}: {code:#}");
+        let id = accepted[0]["id"].as_str().expect("an exact ID");
+
+        let spec = pod_spec(get(&docs, "Deployment", "antwort-pool-manager")).expect("pod spec");
+        let env: BTreeMap<String, Option<String>> =
+            manifests::env(&spec["containers"][0]).into_iter().collect();
+        let literal = |name: &str| env[name].clone().expect("a literal value");
+        let (trust_domain, namespace, account) = (
+            literal("ANTWORT_RUNTIME__TRUST_DOMAIN"),
+            literal("ANTWORT_RUNTIME__NAMESPACE"),
+            literal("ANTWORT_RUNTIME__SERVICE_ACCOUNT"),
+        );
+        let expected = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{account}");
+        assert_eq!(id, expected, "{set:?}: the gateway and the pool manager disagree");
+        let sa = get(&docs, "ServiceAccount", &account);
+        assert_eq!(manifests::namespace(sa), namespace, "{set:?}");
+        // The gateway claims from the pool manager the chart deploys, as the ID it presents.
+        assert_eq!(code["pool"], "python");
+        assert_eq!(
+            code["pool_manager"]["spiffe_id"].as_str(),
+            Some(format!("spiffe://{trust_domain}/ns/antwort/sa/antwort-pool-manager").as_str())
+        );
+        assert_eq!(code["pool_manager"]["url"], "https://antwort-pool-manager.antwort.svc:8443");
+
+        match set {
+            None => {
+                let issuer = get(&docs, "ClusterSPIFFEID", &format!("antwort-{namespace}"));
+                let template = issuer["spec"]["spiffeIDTemplate"].as_str().expect("template");
+                let issued = template
+                    .replace("{{ .TrustDomain }}", &trust_domain)
+                    .replace("{{ .PodMeta.Namespace }}", &namespace)
+                    .replace("{{ .PodSpec.ServiceAccountName }}", &account);
+                assert_eq!(issued, expected, "SPIRE issues another ID: {template}");
+                assert_eq!(
+                    issuer["spec"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                    namespace.as_str()
+                );
+                // The label pool-manager/src/pod.rs puts on every sandbox pod.
+                assert_eq!(
+                    issuer["spec"]["podSelector"]["matchLabels"],
+                    serde_json::json!({ "app.kubernetes.io/managed-by": "antwort-pool-manager" })
+                );
+            }
+            Some("spiffe-csi") => {
+                // csi-driver-spiffe requests the SVID as the pod's account, which must be allowed.
+                let bindings = of_kind(&docs, "RoleBinding");
+                let binding = bindings
+                    .iter()
+                    .find(|b| {
+                        manifests::namespace(b) == namespace
+                            && b["roleRef"]["name"] == "antwort-spiffe-svid"
+                    })
+                    .expect("the sandbox namespace's certificaterequests binding");
+                assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account.as_str()));
+                assert_eq!(trust_domain, "example.org");
+            }
+            _ => {}
+        }
+    }
 }
 
 #[test]
@@ -359,7 +554,13 @@ fn production_values_wire_postgres_auth_autoscaling_and_budget() {
 #[test]
 fn gateway_accepts_the_rendered_config() {
     let gateway = workspace::binary("antwort-gateway", "antwort-gateway");
-    for set in [None, Some("production"), Some("three-pools-gvisor"), Some("spiffe-files")] {
+    for set in [
+        None,
+        Some("production"),
+        Some("three-pools-gvisor"),
+        Some("spiffe-files"),
+        Some("spiffe-csi"),
+    ] {
         let (_, docs) = render(set, &[]);
         let config = get(&docs, "ConfigMap", "antwort-gateway")["data"]["gateway.yaml"]
             .as_str()

@@ -104,6 +104,24 @@ impl Config {
         Ok(config)
     }
 
+    /// `ANTWORT_*` variables of `env` the loader ignores because their first segment names no
+    /// section of this config (meant for another binary, or misspelt): worth a warning.
+    pub fn ignored_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let known = serde_yaml_ng::to_value(Config::default()).expect("the default serializes");
+        let mut ignored: Vec<String> = env
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                name.strip_prefix("ANTWORT_").is_some_and(|rest| {
+                    let section = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+                    known.get(section.as_str()).is_none()
+                })
+            })
+            .collect();
+        ignored.sort();
+        ignored
+    }
+
     /// Every problem, each naming its field.
     pub fn validate(&self) -> crate::Result<()> {
         let mut problems = Vec::new();
@@ -231,6 +249,14 @@ mod tests {
             Some(crate::sandbox_identity::SandboxIdentity::Files {
                 secret_name: "a-sandbox-svid".to_owned()
             })
+        );
+        let pairs = |vars: &[(&str, &str)]| -> Vec<(String, String)> {
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(Config::ignored_env(pairs(&env)).is_empty());
+        assert_eq!(
+            Config::ignored_env(pairs(&[("ANTWORT_POOL_NAMESPACE", "x"), ("HOME", "/")])),
+            ["ANTWORT_POOL_NAMESPACE"]
         );
         let error = load("", &env[..7]).expect_err("no sandbox identity").to_string();
         assert!(error.contains("runtime.sandbox_identity: required"), "{error}");

@@ -1,6 +1,6 @@
-//! `antwort-pool-manager`: parse the command line, then either print the CRD (`crd`) or load and
-//! validate the config (exit 64 on any problem, before anything binds) and serve until
-//! SIGTERM/SIGINT.
+//! `antwort-pool-manager`: parse the command line, then either print the CRD (`crd`) or the RBAC
+//! rules it needs (`rbac`), or load and validate the config (exit 64 on any problem, before
+//! anything binds; `--check` stops there) and serve until SIGTERM/SIGINT.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +25,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Load and validate the configuration, then exit.
-    #[arg(long)]
+    #[arg(long, alias = "check-config")]
     check: bool,
 }
 
@@ -33,13 +33,22 @@ struct Cli {
 enum Command {
     /// Print the SandboxPool CRD manifest (YAML) and exit.
     Crd,
+    /// Print the RBAC rules the manager needs in its namespace (a Role's `rules`, YAML) and exit.
+    Rbac,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", crd::crd_yaml());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", crd::crd_yaml());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Rbac) => {
+            print!("{}", antwort_pool_manager::runtime::kube::rbac_yaml());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -50,6 +59,9 @@ fn main() -> ExitCode {
         .init();
     // One process-wide crypto provider (ring) for every TLS user, set before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    for name in Config::ignored_env(std::env::vars()) {
+        eprintln!("antwort-pool-manager: warning: {name} is ignored (no such config section)");
+    }
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(config) => config,
         Err(error) => {

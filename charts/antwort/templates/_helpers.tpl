@@ -49,6 +49,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-pool-manager" (include "antwort.fullname" .) }}
 {{- end }}
 
+{{/* The ServiceAccount sandbox pods run as, in the sandbox namespace (never a token). */}}
+{{- define "antwort.sandboxServiceAccount" -}}
+{{- printf "%s-sandbox" (include "antwort.fullname" .) }}
+{{- end }}
+
+{{/*
+The SPIFFE ID every sandbox agent presents: the one the gateway accepts (agent_spiffe_ids), the
+pool manager expects (runtime.service_account) and the issuer of spiffe.mode gives the pods.
+*/}}
+{{- define "antwort.sandboxSpiffeId" -}}
+{{- printf "spiffe://%s/ns/%s/sa/%s" .Values.spiffe.trustDomain (include "antwort.sandboxNamespace" .) (include "antwort.sandboxServiceAccount" .) }}
+{{- end }}
+
+{{/* The files-mode Secret with the sandboxes' SVID, in the sandbox namespace. */}}
+{{- define "antwort.sandboxSecret" -}}
+{{- default (printf "%s-sandbox-svid" (include "antwort.fullname" .)) .Values.spiffe.files.sandboxSecret }}
+{{- end }}
+
 {{/* spiffe://<trust domain>/ns/<namespace>/sa/<service account>: (dict "ctx" $ "sa" "name") */}}
 {{- define "antwort.spiffeId" -}}
 {{- printf "spiffe://%s/ns/%s/sa/%s" .ctx.Values.spiffe.trustDomain .ctx.Release.Namespace .sa }}
@@ -179,6 +197,35 @@ seccompProfile:
   value: files
 - name: ANTWORT_IDENTITY__DIR
   value: /var/run/secrets/spiffe.io
+{{- end }}
+{{- end }}
+
+{{/*
+The pool manager's runtime.sandbox_identity (pool-manager/src/sandbox_identity.rs) for
+spiffe.mode, as ANTWORT_RUNTIME__SANDBOX_IDENTITY__* variables.
+*/}}
+{{- define "antwort.sandboxIdentityEnv" -}}
+- name: ANTWORT_RUNTIME__SANDBOX_IDENTITY__MODE
+  value: {{ .Values.spiffe.mode }}
+{{- if eq .Values.spiffe.mode "spire" }}
+- name: ANTWORT_RUNTIME__SANDBOX_IDENTITY__SOCKET_NAME
+  value: {{ .Values.spiffe.spire.socketName | quote }}
+{{- else if eq .Values.spiffe.mode "files" }}
+- name: ANTWORT_RUNTIME__SANDBOX_IDENTITY__SECRET_NAME
+  value: {{ include "antwort.sandboxSecret" . }}
+{{- end }}
+{{- end }}
+
+{{/* The pool the gateway's code_interpreter claims from (the first python pool) as YAML, or "". */}}
+{{- define "antwort.codeInterpreterPool" -}}
+{{- $python := list }}
+{{- range (include "antwort.pools" . | fromYaml).pools }}
+{{- if eq .kind "python" }}
+{{- $python = append $python . }}
+{{- end }}
+{{- end }}
+{{- if $python }}
+{{- toYaml (first $python) }}
 {{- end }}
 {{- end }}
 

@@ -10,13 +10,56 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Marks, Phase, Pool, Pulse, Runtime, Sandbox};
 use crate::crd::{SandboxPool, SandboxPoolStatus};
 use crate::error::{Error, Result};
 use crate::pod;
 use crate::sandbox_identity::SandboxIdentity;
+
+/// One RBAC rule (a Role's `rules` entry) the manager needs in `runtime.namespace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RbacRule {
+    #[serde(serialize_with = "one_item_list")]
+    pub api_groups: &'static str,
+    #[serde(serialize_with = "one_item_list")]
+    pub resources: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+fn one_item_list<S: serde::Serializer>(item: &&str, serializer: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&[*item], serializer)
+}
+
+/// Everything the manager does to the API, and nothing more (printed by
+/// `antwort-pool-manager rbac`; the chart's Role must equal it): pods are listed and watched,
+/// created, marked with merge patches and deleted ([`KubeRuntime`]); the leader Lease is read,
+/// created and replaced ([`crate::leader`]); pools are read and watched, their status patched.
+pub const RBAC_RULES: &[RbacRule] = &[
+    RbacRule {
+        api_groups: "",
+        resources: "pods",
+        verbs: &["list", "watch", "create", "patch", "delete"],
+    },
+    RbacRule {
+        api_groups: "coordination.k8s.io",
+        resources: "leases",
+        verbs: &["get", "create", "update"],
+    },
+    RbacRule {
+        api_groups: "antwort.dev",
+        resources: "sandboxpools",
+        verbs: &["get", "list", "watch"],
+    },
+    RbacRule { api_groups: "antwort.dev", resources: "sandboxpools/status", verbs: &["patch"] },
+];
+
+/// [`RBAC_RULES`] as YAML, in a Role's `rules` shape.
+pub fn rbac_yaml() -> String {
+    serde_yaml_ng::to_string(RBAC_RULES).expect("static rules serialize")
+}
 
 /// The `runtime:` config section when `kind: kubernetes`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
