@@ -208,6 +208,13 @@ fn three_gvisor_pools_render_as_asked() {
     assert_eq!(pools["files"]["maxPods"], 8);
     assert_eq!(pools["files"]["image"], "ghcr.io/antwort-dev/antwort-sandbox-file-search:0.1.0");
     assert_eq!(pools["web"]["egress"], true);
+    // The gateway's code_interpreter claims from the python pool and ends unused containers a
+    // minute before the pool would reclaim them (its idle clock runs from the last renewal).
+    let code = &gateway_config(&docs)["tools"]["code_interpreter"];
+    assert_eq!(
+        (code["pool"].as_str(), code["idle_timeout_secs"].as_u64()),
+        (Some("python"), Some(840))
+    );
     // Egress only for the pool that allows it, and not to cluster or metadata addresses.
     let egress: Vec<&str> = of_kind(&docs, "NetworkPolicy")
         .into_iter()
