@@ -4,8 +4,8 @@
 //! # Layout
 //! A request reads top to bottom through these modules:
 //! - [`api`]: ROUTE. axum router, handlers, auth, request ids, metrics, SSE framing, and the one
-//!   place errors become HTTP (`api::error`). Also WebSocket mode (`api::websocket`) and
-//!   `/v1/responses/compact` (`api::compact`).
+//!   place errors become HTTP (`api::error`). Also WebSocket mode (`api::websocket`),
+//!   `/v1/responses/compact` (`api::compact`) and the containers API (`api::containers`).
 //! - [`auth`]: who is calling ([`auth::Principal`]: tenant, user, scopes) and how it is
 //!   established: a chain of authenticators (hashed API keys, OIDC JWTs; `mode: none` only when
 //!   configured), scope checks (read/write, 403) and per-principal rate limits (429). Run by
@@ -16,16 +16,18 @@
 //!   its event stream) from what the model produces (`engine::builder`).
 //! - [`provider`]: PROVIDER. The backend boundary: the `Provider` trait, model routing, the Chat
 //!   Completions client and its request translation.
-//! - [`store`]: STORE. Responses (items, events, background queue state) and conversations,
-//!   owned by (tenant, user), behind one `Store` trait: in-memory, SQLite (embedded default) and
-//!   PostgreSQL (`store::sql`), migrations from `migrations/`. The engine writes a `store: true`
+//! - [`store`]: STORE. Responses (items, events, background queue state), conversations and
+//!   code interpreter containers (with their files), owned by (tenant, user), behind one
+//!   `Store` trait: in-memory, SQLite (embedded default) and PostgreSQL (`store::sql`),
+//!   migrations from `migrations/`. The engine writes a `store: true`
 //!   response before its final event; `engine::context` reads chains and conversations back.
 //! - [`worker`]: BACKGROUND. The worker pool that claims `background: true` responses from the
 //!   store, runs them through the engine and stores their events (`api::background` queues
 //!   and cancels them, `api::resume` replays and follows their events).
 //! - [`tools`]: TOOLS. Server-side tools the engine runs between model calls behind one
 //!   `ToolExecutor` boundary: the sandbox-backed code interpreter (pool-manager claim + agent
-//!   execution over mTLS, `cntr_...` containers per owner).
+//!   execution over mTLS, `cntr_...` containers per owner, recorded in the store so any replica
+//!   can use them).
 //! - [`config`]: the YAML schema and its validation; [`metrics`]: Prometheus; [`error`]: the one
 //!   error type; [`ids`]: object ids.
 //!

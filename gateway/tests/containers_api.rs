@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antwort_gateway::config::RawConfig;
-use antwort_gateway::store::Store;
+use antwort_gateway::store::{
+    Access, ContainerStatus, Owner, Page, SandboxRef, Store, StoreSettings, StoredContainer,
+    StoredContainerFile,
+};
 use antwort_scripted_backend::{Script, ScriptedBackend};
 use serde_json::{Value, json};
 use support::agent::{AGENT_ID, Agent, GATEWAY_ID, TRUST_DOMAIN};
@@ -40,6 +43,7 @@ macro_rules! per_engine {
 }
 
 per_engine!(
+    store_records_of_containers_and_files,
     containers_crud_pages_and_owners,
     files_between_the_api_and_code,
     idle_containers_expire
@@ -53,10 +57,17 @@ struct Env {
     a: String,
     b: String,
     backend: ScriptedBackend,
-    agent: Agent,
+    /// The real agent, when the gateway runs the code interpreter.
+    agent: Option<Agent>,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Env {
+    fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("this gateway runs the code interpreter")
+    }
 }
 
 impl Drop for Env {
@@ -79,20 +90,25 @@ async fn store_url(engine: Engine, dir: &std::path::Path) -> String {
 /// without the code interpreter.
 async fn start(engine: Engine, code_interpreter: Option<&str>) -> Env {
     let backend = ScriptedBackend::start().await;
-    let agent = Agent::start().await;
+    let agent = match code_interpreter {
+        Some(_) => Some(Agent::start().await),
+        None => None,
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let svid = dir.path().join("gateway-svid");
-    agent.write_svid(GATEWAY_ID, &svid);
     let url = store_url(engine, dir.path()).await;
-    let tools = match code_interpreter {
-        None => String::new(),
-        Some(extra) => format!(
-            "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
+    let tools = match (code_interpreter, &agent) {
+        (Some(extra), Some(agent)) => {
+            agent.write_svid(GATEWAY_ID, &svid);
+            format!(
+                "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
              agent: {{ url: \"{}\", spiffe_id: \"{AGENT_ID}\" }}\n    \
              agent_spiffe_ids: [{{ trust_domain: \"{TRUST_DOMAIN}\", path_prefix: /ns/sandboxes/ }}]\n{extra}",
-            svid.display(),
-            agent.api,
-        ),
+                svid.display(),
+                agent.api,
+            )
+        }
+        _ => String::new(),
     };
     let yaml = format!(
         r#"
@@ -347,6 +363,110 @@ print(json.dumps(problems))
     assert_eq!(problems, json!([]), "the OpenAI SDK's types reject our objects");
 }
 
+/// The store's container primitives, below the API: what replicas rely on to share containers.
+async fn store_records_of_containers_and_files(engine: Engine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = StoreSettings {
+        url: store_url(engine, dir.path()).await,
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let store = antwort_gateway::store::open(&settings).await.expect("store opens");
+    let alice = Owner { tenant: "t1".into(), user: "alice".into() };
+    let bob = Owner { tenant: "t1".into(), user: "bob".into() };
+    let record = |id: &str, owner: &Owner, last_active_at: i64| StoredContainer {
+        id: id.into(),
+        owner: owner.clone(),
+        name: format!("name of {id}"),
+        created_at: 1_700_000_000,
+        status: ContainerStatus::Running,
+        last_active_at,
+        idle_ms: 60_000,
+        memory_limit: Some("4g".into()),
+        sandbox: SandboxRef {
+            claim_id: format!("claim-{id}"),
+            pool: "python".into(),
+            agent_endpoint: "https://10.0.0.7:8443".into(),
+            agent_spiffe_id: "spiffe://antwort.test/ns/sandboxes/sa/sandbox-agent".into(),
+            claim_expires_at: i64::MAX,
+            session_id: format!("sess-{id}"),
+        },
+    };
+    let now = 1_800_000_000_000i64;
+    let a1 = record("cntr_01", &alice, now - 120_000);
+    let a2 = record("cntr_02", &alice, now);
+    let b1 = record("cntr_03", &bob, now - 120_000);
+    for r in [&a1, &a2, &b1] {
+        store.create_container(r).await.expect("create");
+    }
+    let mine = Access::owner(&alice);
+    assert_eq!(store.get_container(&mine, "cntr_01").await.expect("get"), Some(a1.clone()));
+    assert_eq!(store.get_container(&mine, "cntr_03").await.expect("get"), None, "bob's");
+    let page = Page { limit: 1, ..Page::default() };
+    let listed = store.list_containers(&mine, &page).await.expect("list");
+    assert_eq!((listed.data, listed.has_more), (vec![a2.clone()], true));
+    let tenant = Access { tenant: "t1".into(), user: None };
+    let all = store.list_containers(&tenant, &Page::default()).await.expect("list");
+    assert_eq!(all.data.len(), 3);
+
+    // Activity never moves back; the claim's expiry is what the last user saw.
+    assert!(store.touch_container("cntr_02", now - 5, 42).await.expect("touch"));
+    let got = store.get_container(&mine, "cntr_02").await.expect("get").expect("there");
+    assert_eq!((got.last_active_at, got.sandbox.claim_expires_at), (now, 42));
+
+    // Idle past expiry: both old ones, least recently active first; the CAS has one winner.
+    let idle = store.idle_containers(now, 10).await.expect("idle");
+    let ids: Vec<&str> = idle.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"cntr_01") && ids.contains(&"cntr_03"));
+    assert!(!store.expire_container("cntr_02", now).await.expect("cas"), "not idle");
+    assert!(store.expire_container("cntr_01", now).await.expect("cas"));
+    assert!(!store.expire_container("cntr_01", now).await.expect("cas"), "already expired");
+    let expired = store.get_container(&mine, "cntr_01").await.expect("get").expect("there");
+    assert_eq!(expired.status, ContainerStatus::Expired);
+    assert!(!store.touch_container("cntr_01", now + 1, 0).await.expect("touch"), "expired");
+    assert_eq!(store.idle_containers(now, 10).await.expect("idle").len(), 1);
+
+    // Files: an upsert keeps the first record's time, takes the new size and source.
+    let file = |id: &str, path: &str, bytes: i64, source: &str| StoredContainerFile {
+        id: id.into(),
+        container_id: "cntr_02".into(),
+        owner: alice.clone(),
+        path: path.into(),
+        bytes,
+        created_at: 1_700_000_100,
+        source: source.into(),
+    };
+    store.put_container_file(&file("cfile_a", "a.txt", 1, "user")).await.expect("put");
+    store.put_container_file(&file("cfile_b", "b.txt", 2, "assistant")).await.expect("put");
+    let mut again = file("cfile_a", "a.txt", 10, "assistant");
+    again.created_at = 1_900_000_000;
+    let stored = store.put_container_file(&again).await.expect("upsert");
+    assert_eq!(
+        (stored.bytes, stored.created_at, stored.source.as_str()),
+        (10, 1_700_000_100, "assistant")
+    );
+    let asc = Page { order: antwort_gateway::store::Order::Asc, ..Page::default() };
+    let files = store.list_container_files(&mine, "cntr_02", &asc).await.expect("files");
+    let ids: Vec<&str> = files.data.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["cfile_a", "cfile_b"], "first-recorded order");
+    let after = Page { after: Some("cfile_a".into()), ..asc.clone() };
+    let rest = store.list_container_files(&mine, "cntr_02", &after).await.expect("files");
+    assert_eq!(rest.data.len(), 1);
+    let theirs = Access::owner(&bob);
+    assert!(store.get_container_file(&theirs, "cntr_02", "cfile_a").await.expect("get").is_none());
+    assert!(!store.delete_container_file(&theirs, "cntr_02", "cfile_a").await.expect("del"));
+    assert!(store.delete_container_file(&mine, "cntr_02", "cfile_b").await.expect("del"));
+    // Deleting the container takes its files along.
+    assert!(!store.delete_container(&theirs, "cntr_02").await.expect("del"), "bob's miss");
+    assert!(store.delete_container(&mine, "cntr_02").await.expect("del"));
+    assert!(store.get_container_file(&mine, "cntr_02", "cfile_a").await.expect("get").is_none());
+    assert!(
+        store.list_container_files(&mine, "cntr_02", &asc).await.expect("files").data.is_empty()
+    );
+    drop(dir);
+}
+
 async fn containers_crud_pages_and_owners(engine: Engine) {
     let env = start(engine, Some("")).await;
     let first = create(&env.a, ALICE, json!({"name": "one"})).await;
@@ -364,7 +484,7 @@ async fn containers_crud_pages_and_owners(engine: Engine) {
     assert_eq!(second["memory_limit"], "4g");
     let third = create(&env.b, ALICE, json!({"name": "three"})).await;
     let bobs = create(&env.b, BOB, json!({"name": "bob's"})).await;
-    assert_eq!(agent_sessions(&env.agent).await, 4, "one session per container");
+    assert_eq!(agent_sessions(env.agent()).await, 4, "one session per container");
 
     // Either replica serves any of them.
     let id = |c: &Value| c["id"].as_str().expect("id").to_string();
@@ -433,7 +553,7 @@ async fn containers_crud_pages_and_owners(engine: Engine) {
     let (status, _) =
         call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{alices}"), None).await;
     assert_eq!(status, 404);
-    assert_eq!(agent_sessions(&env.agent).await, 3);
+    assert_eq!(agent_sessions(env.agent()).await, 3);
     let (status, body) = respond(&env.b, ALICE, &alices).await;
     assert_eq!(status, 404, "{body}");
 
@@ -639,10 +759,10 @@ async fn files_between_the_api_and_code(engine: Engine) {
     assert_sdk_types(&objects);
 
     // Deleting the container ends its session.
-    let before = agent_sessions(&env.agent).await;
+    let before = agent_sessions(env.agent()).await;
     let (status, _) = call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{cid}"), None).await;
     assert_eq!(status, 200);
-    assert_eq!(agent_sessions(&env.agent).await, before - 1);
+    assert_eq!(agent_sessions(env.agent()).await, before - 1);
 }
 
 async fn idle_containers_expire(engine: Engine) {
@@ -659,7 +779,7 @@ async fn idle_containers_expire(engine: Engine) {
         json!({"name": "long", "expires_after": {"anchor": "last_active_at", "minutes": 10}}),
     )
     .await;
-    assert_eq!(agent_sessions(&env.agent).await, 2);
+    assert_eq!(agent_sessions(env.agent()).await, 2);
 
     // Idle past its expiry: the reapers end it (session deleted), the record says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -667,7 +787,7 @@ async fn idle_containers_expire(engine: Engine) {
         let (status, got) =
             call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
         assert_eq!(status, 200, "{got}");
-        if got["status"] == "expired" && agent_sessions(&env.agent).await == 1 {
+        if got["status"] == "expired" && agent_sessions(env.agent()).await == 1 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never expired: {got}");
