@@ -392,3 +392,38 @@ async fn pods_stored_in_the_cluster_are_hardened() {
     }
     assert_eq!(spec.service_account_name.as_deref(), Some("antwort-sandbox"));
 }
+
+/// The pod every identity mode renders is one the API server accepts (server-side dry-run: full
+/// validation and admission, nothing stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sandbox_identity_mode_renders_a_pod_the_apiserver_accepts() {
+    let env = KubeEnv::start().await;
+    let declared = env
+        .pools()
+        .create(&PostParams::default(), &pool("modes", 1, 1))
+        .await
+        .expect("create pool");
+    for identity in [
+        SandboxIdentity::Spire { socket_name: "spire-agent.sock".to_owned() },
+        SandboxIdentity::Csi {},
+        SandboxIdentity::Files { secret_name: "antwort-sandbox-svid".to_owned() },
+    ] {
+        let config =
+            KubeConfig { sandbox_identity: Some(identity.clone()), ..KubeConfig::default() };
+        let rendered =
+            antwort_pool_manager::pod::render(&declared, &[stack::MANAGER_ID.to_owned()], &config);
+        let params = PostParams { dry_run: true, ..PostParams::default() };
+        let stored = env.pods().create(&params, &rendered).await.unwrap_or_else(|error| {
+            panic!("{identity:?}: the API server refuses the pod: {error}")
+        });
+        let spec = stored.spec.expect("a pod spec");
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == "spiffe-identity")
+            .expect("the identity volume");
+        assert_eq!(volume, &identity.volume(antwort_pool_manager::pod::SANDBOX_UID));
+    }
+    assert!(env.live_pods("modes").await.is_empty(), "a dry run stores nothing");
+}
