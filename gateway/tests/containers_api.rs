@@ -305,9 +305,9 @@ fn assert_file(file: &Value, container: &str, path: &str, bytes: usize, source: 
     assert!(file["created_at"].as_i64().is_some_and(|t| t > 1_700_000_000), "{file}");
 }
 
-/// Checks objects against the official OpenAI Python SDK's types: strict pydantic validation,
-/// and no field the type does not declare. `objects` is a list of `[type name, object]`.
-fn assert_sdk_types(objects: &[(&str, &Value)]) {
+/// A Python with the official OpenAI SDK, installed by scripts/install-test-tools.sh (which
+/// scripts/test.sh runs), or `ANTWORT_OPENAI_PYTHON`.
+fn openai_python() -> String {
     let python = std::env::var("ANTWORT_OPENAI_PYTHON").unwrap_or_else(|_| {
         let cache = std::env::var("ANTWORT_TOOLS_CACHE")
             .unwrap_or_else(|_| "/var/cache/antwort/tools-2".to_string());
@@ -317,6 +317,13 @@ fn assert_sdk_types(objects: &[(&str, &Value)]) {
         std::path::Path::new(&python).exists(),
         "{python} is missing: run scripts/install-test-tools.sh (scripts/test.sh does), or set ANTWORT_OPENAI_PYTHON"
     );
+    python
+}
+
+/// Checks objects against the official OpenAI Python SDK's types: strict pydantic validation,
+/// and no field the type does not declare. `objects` is a list of `[type name, object]`.
+fn assert_sdk_types(objects: &[(&str, &Value)]) {
+    let python = openai_python();
     let script = r#"
 import json, sys
 import openai.types as t
@@ -920,4 +927,70 @@ async fn without_the_code_interpreter_the_api_says_so() {
         assert_error_envelope(&error, status, "containers_unavailable");
         assert_eq!(status, 400, "{method} {path}");
     }
+}
+
+/// The official OpenAI Python SDK, unchanged but for `base_url`, drives every route: create,
+/// retrieve, list (its cursor pagination), file upload (its own multipart), file list,
+/// retrieve, content, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_drives_the_containers_api() {
+    let env = start(Engine::Sqlite, Some("")).await;
+    // More containers than one page, so the SDK follows `after` cursors.
+    for n in 0..3 {
+        create(&env.b, ALICE, json!({"name": format!("extra {n}")})).await;
+    }
+    let script = r#"
+import json, sys
+import openai
+from openai import OpenAI
+base, key = sys.argv[1], sys.argv[2]
+c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+out = {}
+ct = c.containers.create(name="sdk", expires_after={"anchor": "last_active_at", "minutes": 30}, memory_limit="1g")
+out["container"] = ct.model_dump(mode="json")
+out["retrieved"] = c.containers.retrieve(ct.id).model_dump(mode="json")
+out["listed"] = [x.id for x in c.containers.list(limit=2)]
+payload = bytes(range(256)) * 8
+f = c.containers.files.create(ct.id, file=("blob.bin", payload))
+out["file"] = f.model_dump(mode="json")
+out["file_retrieved"] = c.containers.files.retrieve(f.id, container_id=ct.id).model_dump(mode="json")
+out["files"] = [x.id for x in c.containers.files.list(ct.id)]
+out["content_ok"] = c.containers.files.content.retrieve(f.id, container_id=ct.id).read() == payload
+c.containers.files.delete(f.id, container_id=ct.id)
+out["files_after_delete"] = [x.id for x in c.containers.files.list(ct.id)]
+c.containers.delete(ct.id)
+try:
+    c.containers.retrieve(ct.id)
+    out["gone"] = False
+except openai.NotFoundError:
+    out["gone"] = True
+print(json.dumps(out))
+"#;
+    let base = env.a.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(openai_python())
+            .args(["-c", script, &base, ALICE])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    let container = &report["container"];
+    assert_eq!(container["name"], "sdk", "{report:#}");
+    assert_eq!(container["status"], "running");
+    assert_eq!(container["expires_after"], json!({"anchor": "last_active_at", "minutes": 30}));
+    assert_eq!(container["memory_limit"], "1g");
+    assert_eq!(report["retrieved"]["id"], container["id"]);
+    assert_eq!(report["listed"].as_array().map(Vec::len), Some(4), "all pages: {report:#}");
+    assert_eq!(report["listed"][0], container["id"], "newest first");
+    let cid = container["id"].as_str().expect("id");
+    assert_file(&report["file"], cid, "/mnt/data/blob.bin", 2048, "user");
+    assert_eq!(report["file_retrieved"], report["file"]);
+    assert_eq!(report["files"], json!([report["file"]["id"]]));
+    assert_eq!(report["content_ok"], true, "byte-exact through the SDK");
+    assert_eq!(report["files_after_delete"], json!([]));
+    assert_eq!(report["gone"], true);
 }

@@ -457,6 +457,8 @@ impl CodeInterpreter {
         }
         let container = self.live(record)?;
         container.touch();
+        // File operations keep the claim alive too, not only executions.
+        self.keep_claim(&container).await?;
         let claim_expires_at = container.claim().expires_at.min(i64::MAX as u64) as i64;
         match self.store.touch_container(&record.id, now_ms(), claim_expires_at).await {
             Ok(true) => Ok(container),
