@@ -44,6 +44,18 @@ pub const SANDBOX_UID: i64 = 65532;
 pub const AGENT_PORT: i32 = 8443;
 pub const ADMIN_PORT: i32 = 9090;
 pub const WORKSPACE_PATH: &str = "/mnt/data";
+/// The uid user code runs as in Python pods: the `sandbox` container's (the spawner's), distinct
+/// from the agent's [`SANDBOX_UID`], which is also the group both share (fsGroup) for the
+/// workspace and the spawner's socket.
+pub const CODE_UID: i64 = 65533;
+/// The spawner's socket (the agent's `sandbox.spawner`), in an emptyDir both containers mount.
+pub const SPAWNER_DIR: &str = "/run/antwort";
+pub const SPAWNER_SOCKET: &str = "/run/antwort/spawner.sock";
+/// The agent container's fixed share of a Python pod (requests = limits). The pool's
+/// `resources` go to the `sandbox` container, where user code runs; the agent only terminates
+/// mTLS, relays JSON and output, and streams files to disk.
+pub const AGENT_CPU: &str = "250m";
+pub const AGENT_MEMORY: &str = "256Mi";
 
 /// The label selector for the pods of `pool_name`.
 pub fn pool_selector(pool_name: &str) -> String {
@@ -138,10 +150,9 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig)
         ANNOTATION_POOL_GENERATION.to_owned(),
         pool.metadata.generation.unwrap_or(0).to_string(),
     )]);
-    let limits = BTreeMap::from([
-        ("cpu".to_owned(), Quantity(spec.resources.cpu.clone())),
-        ("memory".to_owned(), Quantity(spec.resources.memory.clone())),
-    ]);
+    let pool_limits = (spec.resources.cpu.as_str(), spec.resources.memory.as_str());
+    // Python pods run user code in a second container (see `sandbox_container`).
+    let runs_code = spec.kind == crate::crd::SandboxKind::Python;
     let identity = config.sandbox_identity.as_ref();
     let mut agent_env = agent_env(pool, extra_callers);
     agent_env.extend(identity.map(|identity| identity.agent_env()).unwrap_or_default());
@@ -153,6 +164,15 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig)
         empty_dir("tmp", &spec.resources.tmp_size),
     ];
     volumes.extend(identity.map(|identity| identity.volume(SANDBOX_UID)));
+    let mut sandbox = None;
+    if runs_code {
+        agent_env.extend(spawner_env(false));
+        agent_mounts.push(volume_mount("spawner", SPAWNER_DIR));
+        volumes.push(empty_dir("spawner", "1Mi"));
+        volumes.push(empty_dir("sandbox-tmp", &spec.resources.tmp_size));
+        sandbox = Some(sandbox_container(&spec.image, pool_limits));
+    }
+    let agent_limits = if runs_code { (AGENT_CPU, AGENT_MEMORY) } else { pool_limits };
     Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{pool_name}-")),
@@ -193,31 +213,89 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig)
                     period_seconds: Some(2),
                     ..Probe::default()
                 }),
-                // Requests equal limits: the pod is Guaranteed and cannot borrow from neighbours.
-                resources: Some(ResourceRequirements {
-                    requests: Some(limits.clone()),
-                    limits: Some(limits),
-                    ..ResourceRequirements::default()
-                }),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    privileged: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    run_as_non_root: Some(true),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".to_owned()]),
-                        add: None,
-                    }),
-                    seccomp_profile: Some(runtime_default_seccomp()),
-                    ..SecurityContext::default()
-                }),
+                resources: Some(guaranteed(agent_limits)),
+                security_context: Some(hardened(None)),
                 volume_mounts: Some(agent_mounts),
                 ..Container::default()
-            }],
+            }]
+            .into_iter()
+            .chain(sandbox)
+            .collect(),
             volumes: Some(volumes),
             ..PodSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The `sandbox` container of a Python pod: the same image running `antwort-sandbox-agent
+/// spawner` (the image's entrypoint plus the `spawner` argument) as [`CODE_UID`], in the group
+/// [`SANDBOX_UID`]. It starts the interpreters the agent asks for over the socket in
+/// [`SPAWNER_DIR`], so user code shares neither the agent's uid nor its identity volume (which
+/// only the agent mounts), and it carries the pool's resources.
+fn sandbox_container(image: &str, limits: (&str, &str)) -> Container {
+    Container {
+        name: "sandbox".to_owned(),
+        image: Some(image.to_owned()),
+        args: Some(vec!["spawner".to_owned()]),
+        env: Some(spawner_env(true)),
+        resources: Some(guaranteed(limits)),
+        security_context: Some(hardened(Some(CODE_UID))),
+        volume_mounts: Some(vec![
+            volume_mount("workspace", WORKSPACE_PATH),
+            volume_mount("sandbox-tmp", "/tmp"),
+            volume_mount("spawner", SPAWNER_DIR),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// The spawner settings both containers of a Python pod agree on (sandbox-agent
+/// `sandbox.spawner`, `sandbox.uid`/`gid`; the spawner also checks `sandbox.agent_uid`).
+fn spawner_env(for_spawner: bool) -> Vec<EnvVar> {
+    let var = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    };
+    let mut env = vec![
+        var("ANTWORT_SANDBOX__SPAWNER", SPAWNER_SOCKET.to_owned()),
+        var("ANTWORT_SANDBOX__UID", CODE_UID.to_string()),
+        var("ANTWORT_SANDBOX__GID", SANDBOX_UID.to_string()),
+    ];
+    if for_spawner {
+        env.push(var("ANTWORT_SANDBOX__AGENT_UID", SANDBOX_UID.to_string()));
+        env.push(var("ANTWORT_WORKSPACE__ROOT", WORKSPACE_PATH.to_owned()));
+    }
+    env
+}
+
+/// Requests equal limits: the pod is Guaranteed and cannot borrow from neighbours.
+fn guaranteed((cpu, memory): (&str, &str)) -> ResourceRequirements {
+    let limits = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpu.to_owned())),
+        ("memory".to_owned(), Quantity(memory.to_owned())),
+    ]);
+    ResourceRequirements {
+        requests: Some(limits.clone()),
+        limits: Some(limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Every container: non-root, read-only root, no privilege escalation, no capabilities,
+/// RuntimeDefault seccomp; `run_as_user` overrides the pod's uid.
+fn hardened(run_as_user: Option<i64>) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user,
+        run_as_group: run_as_user.map(|_| SANDBOX_UID),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
     }
 }
 
@@ -386,6 +464,76 @@ mod tests {
         let pod = render(&pool(SandboxKind::Python, false), &[], &config(None));
         let spec = pod.spec.expect("spec");
         assert!(spec.volumes.iter().flatten().all(|v| v.name != sandbox_identity::VOLUME));
+    }
+
+    #[test]
+    fn python_pods_run_user_code_in_a_second_container_as_another_uid() {
+        let pod = render(&pool(SandboxKind::Python, false), &[], &config(None));
+        let spec = pod.spec.as_ref().expect("spec");
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["agent", "sandbox"]);
+        let (agent, sandbox) = (&spec.containers[0], &spec.containers[1]);
+        let pod_sc = spec.security_context.as_ref().expect("pod security context");
+        assert_eq!((pod_sc.run_as_user, pod_sc.fs_group), (Some(SANDBOX_UID), Some(SANDBOX_UID)));
+        let sc = sandbox.security_context.as_ref().expect("sandbox security context");
+        assert_eq!((sc.run_as_user, sc.run_as_group), (Some(CODE_UID), Some(SANDBOX_UID)));
+        assert_ne!(CODE_UID, SANDBOX_UID);
+        for container in [agent, sandbox] {
+            let sc = container.security_context.as_ref().expect("security context");
+            assert_eq!(sc.run_as_non_root, Some(true), "{}", container.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", container.name);
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", container.name);
+            let caps = sc.capabilities.as_ref().expect("capabilities");
+            assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+            assert!(caps.add.is_none());
+            assert_eq!(
+                sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault")
+            );
+            let mounts: Vec<&str> =
+                container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+            assert!(
+                mounts.contains(&WORKSPACE_PATH) && mounts.contains(&SPAWNER_DIR),
+                "{mounts:?}"
+            );
+            assert!(mounts.contains(&"/tmp"), "{mounts:?}");
+            let vars: BTreeMap<&str, &str> = container
+                .env
+                .iter()
+                .flatten()
+                .map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or("")))
+                .collect();
+            assert_eq!(vars["ANTWORT_SANDBOX__SPAWNER"], SPAWNER_SOCKET);
+            assert_eq!(vars["ANTWORT_SANDBOX__UID"], CODE_UID.to_string());
+            assert_eq!(vars["ANTWORT_SANDBOX__GID"], SANDBOX_UID.to_string());
+        }
+        // The same image, running the spawner; each container has its own /tmp.
+        assert_eq!(sandbox.image, agent.image);
+        assert_eq!(sandbox.args.as_deref(), Some(&["spawner".to_owned()][..]));
+        let tmp = |c: &Container| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == "/tmp")
+                .map(|m| m.name.clone())
+        };
+        assert_ne!(tmp(agent), tmp(sandbox));
+        // The pool's resources go where the code runs; the agent gets its fixed share.
+        let limit = |c: &Container, what: &str| {
+            c.resources.as_ref().and_then(|r| r.limits.as_ref()).map(|l| l[what].0.clone())
+        };
+        let resources = &pool(SandboxKind::Python, false).spec.resources;
+        assert_eq!(limit(sandbox, "memory"), Some(resources.memory.clone()));
+        assert_eq!(limit(sandbox, "cpu"), Some(resources.cpu.clone()));
+        assert_eq!(limit(agent, "memory").as_deref(), Some(AGENT_MEMORY));
+        assert_eq!(limit(agent, "cpu").as_deref(), Some(AGENT_CPU));
+
+        // Search pods run no user code: the agent alone, with the pool's resources.
+        let pod = render(&pool(SandboxKind::WebSearch, true), &[], &config(None));
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.containers.len(), 1);
+        assert!(!env(&pod).contains_key("ANTWORT_SANDBOX__SPAWNER"));
+        assert_eq!(limit(&spec.containers[0], "memory"), Some(resources.memory.clone()));
     }
 
     #[test]

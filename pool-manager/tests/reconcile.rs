@@ -342,35 +342,55 @@ async fn pods_stored_in_the_cluster_are_hardened() {
     assert!(pod_security.run_as_user.is_some_and(|uid| uid != 0));
     assert_eq!(pod_security.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
 
-    assert_eq!(spec.containers.len(), 1);
-    let container = &spec.containers[0];
-    let security = container.security_context.as_ref().expect("a container security context");
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(security.privileged, Some(false));
-    assert_eq!(security.run_as_non_root, Some(true));
+    // A Python pod: the agent, and the `sandbox` container where user code runs (the spawner,
+    // as a uid of its own) with the pool's resources; the agent has a fixed share.
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["agent", "sandbox"]);
+    let expected_limits = [("agent", "250m", "256Mi"), ("sandbox", "500m", "256Mi")];
+    for (container, (name, cpu, memory)) in spec.containers.iter().zip(expected_limits) {
+        assert_eq!(container.name, name);
+        let security = container.security_context.as_ref().expect("a container security context");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.privileged, Some(false));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(
+            security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(security.capabilities.as_ref().and_then(|c| c.add.clone()), None);
+        let resources = container.resources.as_ref().expect("resources");
+        let limits = resources.limits.as_ref().expect("limits");
+        assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some(cpu), "{name}");
+        assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some(memory), "{name}");
+        assert_eq!(resources.requests.as_ref(), Some(limits));
+    }
+    let user_code = spec.containers[1].security_context.as_ref().and_then(|s| s.run_as_user);
+    assert!(user_code.is_some_and(|uid| uid != 0 && Some(uid) != pod_security.run_as_user));
+    let mounts = |container: &k8s_openapi::api::core::v1::Container| {
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.mount_path.clone()))
+            .collect::<BTreeSet<(String, String)>>()
+    };
     assert_eq!(
-        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
-        Some(vec!["ALL".to_owned()])
+        mounts(&spec.containers[1]),
+        BTreeSet::from([
+            ("sandbox-tmp".to_owned(), "/tmp".to_owned()),
+            ("workspace".to_owned(), "/mnt/data".to_owned()),
+            ("spawner".to_owned(), "/run/antwort".to_owned()),
+        ]),
+        "the identity is the agent's alone"
     );
-    assert_eq!(security.capabilities.as_ref().and_then(|c| c.add.clone()), None);
-    let resources = container.resources.as_ref().expect("resources");
-    let limits = resources.limits.as_ref().expect("limits");
-    assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("500m"));
-    assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("256Mi"));
-    assert_eq!(resources.requests.as_ref(), Some(limits));
-
-    let mounts: BTreeSet<(String, String)> = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|m| (m.name.clone(), m.mount_path.clone()))
-        .collect();
+    let container = &spec.containers[0];
     assert_eq!(
-        mounts,
+        mounts(container),
         BTreeSet::from([
             ("tmp".to_owned(), "/tmp".to_owned()),
             ("workspace".to_owned(), "/mnt/data".to_owned()),
+            ("spawner".to_owned(), "/run/antwort".to_owned()),
             ("spiffe-identity".to_owned(), "/spiffe-workload-api".to_owned()),
         ])
     );
@@ -384,7 +404,7 @@ async fn pods_stored_in_the_cluster_are_hardened() {
         let empty_dir = volume.empty_dir.as_ref().expect("only emptyDir volumes");
         assert!(empty_dir.size_limit.is_some(), "{} has a size limit", volume.name);
     }
-    assert_eq!(spec.volumes.iter().flatten().count(), 3);
+    assert_eq!(spec.volumes.iter().flatten().count(), 5);
     let env: Vec<(String, Option<String>)> =
         container.env.iter().flatten().map(|v| (v.name.clone(), v.value.clone())).collect();
     for var in identity.agent_env() {

@@ -91,7 +91,20 @@ impl Agent {
     pub async fn warm_up(&self) -> Result<()> {
         if self.config.capabilities.code && self.config.python.warm_up {
             let sessions = &self.state.sessions;
-            let info = sessions.create(Some("warm-up".into())).await?;
+            // The pod's containers start in any order: wait for the spawner to come up.
+            let mut attempts = 0u32;
+            let info = loop {
+                match sessions.create(Some("warm-up".into())).await {
+                    Err(Error::SpawnerUnavailable(why)) => {
+                        if attempts % 20 == 0 {
+                            tracing::info!(%why, "waiting for the spawner");
+                        }
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    other => break other?,
+                }
+            };
             let result = sessions.execute(&info.id, "print(1 + 1)", None, &mut |_, _| {}).await;
             let _ = sessions.delete(&info.id).await;
             let result = result?;

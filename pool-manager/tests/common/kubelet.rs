@@ -134,6 +134,9 @@ pub fn start(
                     .env("ANTWORT_IDENTITY__DIR", dir.path().join("svid"))
                     .env("ANTWORT_SANDBOX__UID", uid.to_string())
                     .env("ANTWORT_SANDBOX__GID", uid.to_string())
+                    // Only the agent container is played here: its code runs through the fork
+                    // path, not the `sandbox` container's spawner (e2e's kubelet runs both).
+                    .env("ANTWORT_SANDBOX__SPAWNER", "null")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
