@@ -994,3 +994,54 @@ print(json.dumps(out))
     assert_eq!(report["files_after_delete"], json!([]));
     assert_eq!(report["gone"], true);
 }
+
+/// A replica that rebuilds a container from its record (one another replica made, or its own
+/// before a restart) checks that the sandbox still has the session; when it is gone (the
+/// sandbox was reset or replaced), the container is expired rather than failing every use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_whose_sandbox_is_gone_expires() {
+    let env = start(Engine::Sqlite, Some("")).await;
+    let container = create(&env.a, ALICE, json!({"name": "lost"})).await;
+    let cid = container["id"].as_str().expect("id").to_string();
+    // The sandbox loses the session behind the gateway's back.
+    let gw = antwort_common::identity::mtls_client(
+        env.agent().source(GATEWAY_ID),
+        antwort_common::identity::PeerPolicy::exact([AGENT_ID]).expect("policy"),
+    )
+    .expect("client");
+    let sessions: Value = gw
+        .get(format!("{}/v1/sessions", env.agent().api))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let session = sessions["sessions"][0]["id"].as_str().expect("session").to_string();
+    let deleted = gw
+        .delete(format!("{}/v1/sessions/{session}", env.agent().api))
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success());
+    // Replica b has never held it: it rebuilds it, finds the session gone, expires it.
+    let (status, error) = upload(&env.b, ALICE, &cid, "x.txt", b"x".to_vec()).await;
+    assert_error_envelope(&error, status, "container_expired");
+    let (_, got) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(got["status"], "expired", "{got}");
+    // An auto chain on it gets a fresh container instead.
+    env.backend.enqueue(Script::tool_call("python", json!({"code": "print(7)"}).to_string()));
+    env.backend.enqueue(Script::text("done"));
+    let (status, first) = call(
+        &env.b,
+        ALICE,
+        "POST",
+        "/v1/responses",
+        Some(json!({"model": "m", "input": "go", "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let fresh = first["output"][0]["container_id"].as_str().expect("container");
+    assert_ne!(fresh, cid);
+    assert_eq!(first["output"][0]["status"], "completed", "{first}");
+}

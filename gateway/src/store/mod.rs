@@ -481,8 +481,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<StoredContainer>>>;
 
     /// Marks container `id` expired if it is running and idle past its expiry at `now` (unix
-    /// ms). `true`: this call expired it, so the caller ends its sandbox (replicas racing for
-    /// the same container: exactly one wins).
+    /// ms; `i64::MAX` expires it whatever its activity, when its sandbox is known to be gone).
+    /// `true`: this call expired it, so the caller ends its sandbox (replicas racing for the
+    /// same container: exactly one wins).
     fn expire_container<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<bool>>;
 
     /// Deletes a container with its file records. `false`: not found.

@@ -385,12 +385,8 @@ impl CodeInterpreter {
         Ok((container, record))
     }
 
-    /// The live container of a running record: this replica's, or a new agent client built
-    /// from what the record says (a container another replica created).
-    fn live(&self, record: &StoredContainer) -> Result<Arc<Container>, ToolFailure> {
-        if let Some(container) = self.containers.get_id(&record.id) {
-            return Ok(container);
-        }
+    /// A handle on a record's sandbox, built from what the record says (not cached).
+    fn rebuild(&self, record: &StoredContainer) -> Result<Arc<Container>, ToolFailure> {
         let claim = claim_of(record);
         let agent = AgentClient::for_claim(
             self.source.clone(),
@@ -398,16 +394,45 @@ impl CodeInterpreter {
             &claim,
             self.limits.request_timeout,
         )?;
-        let container = Arc::new(Container::new(
+        Ok(Arc::new(Container::new(
             record.id.clone(),
             record.owner.clone(),
             claim,
             agent,
             record.sandbox.session_id.clone(),
             Duration::from_millis(record.idle_ms.max(0) as u64),
-        ));
+        )))
+    }
+
+    /// The live container of a running record: this replica's, or one rebuilt from the record
+    /// (a container another replica created, or this one before a restart). A rebuilt one is
+    /// checked first: when its agent no longer has the session (the sandbox was reset or
+    /// replaced meanwhile), the container is expired, so `auto` makes a new one.
+    async fn live(&self, record: &StoredContainer) -> Result<Arc<Container>, ToolFailure> {
+        if let Some(container) = self.containers.get_id(&record.id) {
+            return Ok(container);
+        }
+        let container = self.rebuild(record)?;
+        if container.agent.session(&container.session_id).await?.is_none() {
+            tracing::info!(container = %record.id, "the container's session is gone; expiring it");
+            self.force_expire(&container).await;
+            return Err(ToolFailure::ContainerExpired { id: record.id.clone() });
+        }
         self.containers.insert(container.clone());
         Ok(container)
+    }
+
+    /// Marks a container expired whatever its activity (its sandbox is known to be gone) and
+    /// releases its claim.
+    pub(super) async fn force_expire(&self, container: &Container) {
+        self.containers.remove_id(&container.id);
+        match self.store.expire_container(&container.id, i64::MAX).await {
+            Ok(true) => self.release_claim(&container.claim()).await,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(container = %container.id, error = %err, "expiring a container failed")
+            }
+        }
     }
 
     /// The container record as it stands now: a running one idle past its expiry is expired on
@@ -455,7 +480,7 @@ impl CodeInterpreter {
         if record.status != ContainerStatus::Running {
             return Err(ToolFailure::ContainerExpired { id: record.id.clone() });
         }
-        let container = self.live(record)?;
+        let container = self.live(record).await?;
         container.touch();
         // File operations keep the claim alive too, not only executions.
         self.keep_claim(&container).await?;
@@ -485,9 +510,7 @@ impl CodeInterpreter {
     async fn end_record(&self, record: &StoredContainer) {
         let container = match self.containers.remove_id(&record.id) {
             Some(container) => Some(container),
-            None => self.live(record).ok().inspect(|_| {
-                self.containers.remove_id(&record.id);
-            }),
+            None => self.rebuild(record).ok(),
         };
         match container {
             Some(container) => {

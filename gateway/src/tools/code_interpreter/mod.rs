@@ -183,7 +183,8 @@ impl CodeInterpreter {
                 Ok(())
             }
             None => {
-                self.containers.remove(&container.owner, &container.id);
+                // The pool manager took the sandbox back: the container is over.
+                self.force_expire(container).await;
                 Err(ToolFailure::ContainerNotFound { id: container.id.clone() })
             }
         }
