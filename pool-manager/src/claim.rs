@@ -153,6 +153,7 @@ impl<R: Runtime> Manager<R> {
         for _ in 0..MAX_CONFLICTS {
             let (pool, sandbox) = self.live_claim(claim_id).await?;
             if self.recycle(&pool, &sandbox).await? {
+                self.metrics.claim_ended(&pool.name, "released");
                 return Ok(());
             }
         }

@@ -19,6 +19,8 @@ pub struct Metrics {
     start_to_ready_seconds: Histogram,
     /// Failures by reason (warm-up, reset, crash, expiry, kubernetes, ...).
     failures: IntCounterVec,
+    /// Claims ended, by pool and why: `released`, or reclaimed as `expired` or `idle`.
+    claims_ended: IntCounterVec,
     /// 1 while this replica holds the leader Lease (always, on the local runtime).
     pub leader: IntGauge,
 }
@@ -52,6 +54,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let claims_ended = IntCounterVec::new(
+            Opts::new(
+                "antwort_pool_claims_ended_total",
+                "Claims ended: released by the caller, or reclaimed when expired or idle.",
+            ),
+            &["pool", "reason"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new("antwort_pool_leader", "1 while this replica is the leader.")
             .expect("valid metric");
         for collector in [
@@ -59,6 +69,7 @@ impl Metrics {
             Box::new(claim_seconds.clone()),
             Box::new(start_to_ready_seconds.clone()),
             Box::new(failures.clone()),
+            Box::new(claims_ended.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(collector).expect("registered once");
@@ -69,6 +80,7 @@ impl Metrics {
             claim_seconds,
             start_to_ready_seconds,
             failures,
+            claims_ended,
             leader,
         }
     }
@@ -95,6 +107,10 @@ impl Metrics {
 
     pub fn failure(&self, reason: &str) {
         self.failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn claim_ended(&self, pool: &str, reason: &str) {
+        self.claims_ended.with_label_values(&[pool, reason]).inc();
     }
 
     /// The text exposition format.

@@ -15,7 +15,9 @@ use crate::crd::{PoolCondition, SandboxPoolStatus};
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::runtime::{Lifecycle, Marks, Phase, Pool, Runtime, Sandbox};
-use crate::state::{Counts, SandboxState, classify, now_millis, now_secs, to_create};
+use crate::state::{
+    Counts, SandboxState, claim_end_reason, classify, now_millis, now_secs, to_create,
+};
 
 /// How long a sandbox whose agent failed its warm-up waits before the next attempt.
 const WARM_UP_RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -82,8 +84,8 @@ impl<R: Runtime> Manager<R> {
             })
             .collect();
         let counts = Counts::of(classified.iter().map(|(_, state)| *state));
-        self.delete_unusable(pool, &classified).await?;
-        self.recycle_ended_claims(pool, &classified).await?;
+        self.delete_unusable(pool, &classified, now).await?;
+        self.recycle_ended_claims(pool, &classified, now).await?;
         self.start_warm_ups(pool, &classified, tasks);
         self.create_missing(pool, counts).await?;
         self.scale_down(pool, &classified, counts).await?;
@@ -95,6 +97,7 @@ impl<R: Runtime> Manager<R> {
         &self,
         pool: &Pool,
         classified: &[(Sandbox, SandboxState)],
+        now: u64,
     ) -> Result<()> {
         for (sandbox, state) in classified {
             let reason = match state {
@@ -109,6 +112,10 @@ impl<R: Runtime> Manager<R> {
             info!(pool = %pool.name, sandbox = %sandbox.name, reason, "deleting unusable sandbox");
             self.metrics.failure(reason);
             self.runtime.delete(pool, sandbox).await?;
+            // A sandbox past its lifetime whose claim just ended goes without a reset.
+            if let Some(ended) = claim_end_reason(&pool.spec, sandbox, now) {
+                self.metrics.claim_ended(&pool.name, ended);
+            }
         }
         Ok(())
     }
@@ -118,11 +125,15 @@ impl<R: Runtime> Manager<R> {
         &self,
         pool: &Pool,
         classified: &[(Sandbox, SandboxState)],
+        now: u64,
     ) -> Result<()> {
         for (sandbox, state) in classified {
             if *state == SandboxState::ClaimEnded {
-                info!(pool = %pool.name, sandbox = %sandbox.name, "claim expired or idle; reclaiming");
-                self.recycle(pool, sandbox).await?;
+                let reason = claim_end_reason(&pool.spec, sandbox, now).unwrap_or("expired");
+                info!(pool = %pool.name, sandbox = %sandbox.name, reason, "claim ended; reclaiming");
+                if self.recycle(pool, sandbox).await? {
+                    self.metrics.claim_ended(&pool.name, reason);
+                }
             }
         }
         Ok(())

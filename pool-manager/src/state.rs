@@ -90,6 +90,24 @@ pub fn classify(
     }
 }
 
+/// Why the claim on `sandbox` ended on its own (`expired` or `idle`), or `None` while it is
+/// live or there is none.
+pub fn claim_end_reason(
+    spec: &SandboxPoolSpec,
+    sandbox: &Sandbox,
+    now: u64,
+) -> Option<&'static str> {
+    let claim =
+        sandbox.marks.claim.as_ref().filter(|_| sandbox.marks.lifecycle == Lifecycle::Claimed)?;
+    if claim.expires_at <= now {
+        Some("expired")
+    } else if now.saturating_sub(claim.last_used) >= spec.idle_timeout_seconds {
+        Some("idle")
+    } else {
+        None
+    }
+}
+
 /// How many sandboxes of each state a pool has.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -215,6 +233,11 @@ mod tests {
         assert_eq!(check(&claimed), SandboxState::ClaimEnded, "expired claim");
         claimed.marks.claim = Some(claim(now + 500, now - 100));
         assert_eq!(check(&claimed), SandboxState::ClaimEnded, "idle past the timeout");
+        assert_eq!(claim_end_reason(&spec, &claimed, now), Some("idle"));
+        claimed.marks.claim = Some(claim(now, now));
+        assert_eq!(claim_end_reason(&spec, &claimed, now), Some("expired"));
+        claimed.marks.claim = Some(claim(now + 5, now - 5));
+        assert_eq!(claim_end_reason(&spec, &claimed, now), None, "live");
 
         // Past the max lifetime: a live claim keeps its sandbox until it ends; then (or without
         // a claim, or with a released one waiting for its reset) the sandbox is deleted.

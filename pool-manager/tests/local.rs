@@ -104,6 +104,8 @@ async fn local_claim_execute_release_destroy() {
 async fn local_expired_claim_is_reclaimed() {
     let stack = start(&pool("expiry", 1, 2, "destroy")).await;
     stack::expired_claim_is_reclaimed(&stack.api, &stack.clients, "expiry", 1).await;
+    let line = "antwort_pool_claims_ended_total{pool=\"expiry\",reason=\"expired\"} 1";
+    assert!(metrics(&stack.manager).await.contains(line), "{line}");
     stack.manager.stop().await;
 }
 
@@ -113,6 +115,14 @@ async fn local_idle_claim_is_reclaimed_renewed_one_is_not() {
     let stack = start(&pools).await;
     stack::idle_claim_is_reclaimed_renewed_one_is_not(&stack.api, &stack.clients, "idle", 2, 4)
         .await;
+    // Operators see why claims ended: one reclaimed idle, one released.
+    let metrics = metrics(&stack.manager).await;
+    for line in [
+        "antwort_pool_claims_ended_total{pool=\"idle\",reason=\"idle\"} 1",
+        "antwort_pool_claims_ended_total{pool=\"idle\",reason=\"released\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     stack.manager.stop().await;
 }
 
