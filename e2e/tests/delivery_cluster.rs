@@ -375,6 +375,20 @@ fn helm_install_then_the_pool_manager_fills_the_pools() {
         &mut kubelet,
     );
     assert_eq!(kubelet.running(), 3, "one agent per live pod");
+    // Python pods are two processes, the agent and the spawner that runs user code, each under
+    // its container's uid (the warm-up execution each agent needed to turn ready went through
+    // its spawner); search pods are the agent alone.
+    if kubelet.runs_pod_uids() {
+        for (pod, processes) in kubelet.process_uids() {
+            let processes: Vec<(&str, u32)> =
+                processes.iter().map(|(name, uid)| (name.as_str(), *uid)).collect();
+            if pod.starts_with("python-") {
+                assert_eq!(processes, [("agent", 65532), ("sandbox", 65533)], "{pod}");
+            } else {
+                assert_eq!(processes.len(), 1, "{pod}: {processes:?}");
+            }
+        }
+    }
 
     // Every pod the manager created is hardened, and carries what the pool asked for.
     let pods = json(env.kubectl().args(["get", "pods", "-n", sandbox_ns, "-o", "json"]));

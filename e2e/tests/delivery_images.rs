@@ -315,6 +315,35 @@ fn baked_in_configs_pass_the_binaries_checks() {
             other => &other.replace('-', "_"),
         };
         assert_eq!(enabled, [expected], "{image}: only its own capability");
+        let sandbox = &yaml["sandbox"];
+        if kind == "python" {
+            // The two-container layout (pool-manager/src/pod.rs): the agent as 65532 starts
+            // interpreters through the spawner, which runs as 65533 in the group 65532.
+            assert_eq!(sandbox["spawner"], "/run/antwort/spawner.sock", "{image}");
+            assert_eq!((&sandbox["uid"], &sandbox["gid"]), (&65533.into(), &65532.into()));
+            assert_eq!(sandbox["agent_uid"], 65532, "{image}");
+            // The `sandbox` container: the image's entrypoint plus `spawner`, with its env.
+            let out = tools::output(
+                Command::new(&agent)
+                    .env_clear()
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("spawner")
+                    .arg("--check")
+                    .env("ANTWORT_SANDBOX__SPAWNER", "/run/antwort/spawner.sock")
+                    .env("ANTWORT_SANDBOX__UID", "65533")
+                    .env("ANTWORT_SANDBOX__GID", "65532")
+                    .env("ANTWORT_SANDBOX__AGENT_UID", "65532")
+                    .env("ANTWORT_WORKSPACE__ROOT", "/mnt/data"),
+            );
+            assert!(
+                out.status.success(),
+                "antwort-sandbox-agent spawner --check refuses images/{image}/agent.yaml:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert!(sandbox["spawner"].is_null(), "{image}: runs no user code, needs no spawner");
+        }
     }
     let gateway = workspace::binary("antwort-gateway", "antwort-gateway");
     let out = tools::output(
@@ -340,7 +369,17 @@ fn images_readme_covers_every_image() {
     for (name, _) in containerfiles() {
         assert!(readme.contains(&format!("`{name}`")), "images/README.md does not describe {name}");
     }
-    for contract in ["/mnt/data", "65532", "8443", "9090", "ANTWORT_", "/etc/antwort/agent.yaml"] {
+    for contract in [
+        "/mnt/data",
+        "65532",
+        "65533",
+        "/run/antwort/spawner.sock",
+        "antwort-sandbox-agent spawner",
+        "8443",
+        "9090",
+        "ANTWORT_",
+        "/etc/antwort/agent.yaml",
+    ] {
         assert!(readme.contains(contract), "images/README.md does not state {contract}");
     }
 }

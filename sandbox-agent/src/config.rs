@@ -309,6 +309,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the spawner (`antwort-sandbox-agent spawner`) needs on top of [`Config::validate`].
+    pub fn validate_spawner(&self) -> Result<(), crate::Error> {
+        let s = &self.sandbox;
+        let mut problems = Vec::new();
+        if s.spawner.is_none() {
+            problems.push("`sandbox.spawner`: the socket path is required".to_string());
+        }
+        match s.agent_uid {
+            None => problems
+                .push("`sandbox.agent_uid`: the spawner serves only this uid; set it".into()),
+            Some(uid) if uid == s.uid => problems.push(
+                "`sandbox.agent_uid`: must differ from `sandbox.uid` (user code's uid)".into(),
+            ),
+            Some(_) => {}
+        }
+        if problems.is_empty() { Ok(()) } else { Err(crate::Error::Config(problems.join("; "))) }
+    }
+}
+
 impl Limits {
     pub fn default_timeout(&self) -> Duration {
         Duration::from_millis(self.default_timeout_ms)

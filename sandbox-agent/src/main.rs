@@ -54,6 +54,10 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let (Some(Mode::Spawner), Err(e)) = (&cli.mode, config.validate_spawner()) {
+        eprintln!("antwort-sandbox-agent: {e}");
+        return ExitCode::from(64);
+    }
     if cli.check {
         println!("configuration is valid");
         return ExitCode::SUCCESS;

@@ -48,20 +48,9 @@ pub struct Spawner {
 
 impl Spawner {
     pub fn bind(config: &Config) -> Result<Self> {
-        let Some(path) = config.sandbox.spawner.clone() else {
-            return Err(Error::Config("`sandbox.spawner`: the socket path is required".into()));
-        };
-        let Some(agent_uid) = config.sandbox.agent_uid else {
-            return Err(Error::Config(
-                "`sandbox.agent_uid`: the spawner serves only this uid; set it".into(),
-            ));
-        };
-        if agent_uid == config.sandbox.uid {
-            return Err(Error::Config(
-                "`sandbox.agent_uid`: must differ from `sandbox.uid` (the point of the spawner)"
-                    .into(),
-            ));
-        }
+        config.validate_spawner()?;
+        let path = config.sandbox.spawner.clone().expect("validated");
+        let agent_uid = config.sandbox.agent_uid.expect("validated");
         let sandbox = Sandbox::for_spawner(config)?;
         tracing::info!(?sandbox, "spawner sandbox prepared");
         // User code runs as our uid: without this it could read or write our memory through
