@@ -410,11 +410,16 @@ async fn store_records_of_containers_and_files(engine: Engine) {
     assert_eq!(store.get_container(&mine, "cntr_01").await.expect("get"), Some(a1.clone()));
     assert_eq!(store.get_container(&mine, "cntr_03").await.expect("get"), None, "bob's");
     let page = Page { limit: 1, ..Page::default() };
-    let listed = store.list_containers(&mine, &page).await.expect("list");
+    let listed = store.list_containers(&mine, &page, None).await.expect("list");
     assert_eq!((listed.data, listed.has_more), (vec![a2.clone()], true));
     let tenant = Access { tenant: "t1".into(), user: None };
-    let all = store.list_containers(&tenant, &Page::default()).await.expect("list");
+    let all = store.list_containers(&tenant, &Page::default(), None).await.expect("list");
     assert_eq!(all.data.len(), 3);
+    let named = store
+        .list_containers(&tenant, &Page::default(), Some("name of cntr_03"))
+        .await
+        .expect("list");
+    assert_eq!(named.data, vec![b1.clone()]);
 
     // Activity never moves back; the claim's expiry is what the last user saw.
     assert!(store.touch_container("cntr_02", now - 5, 42).await.expect("touch"));
@@ -523,6 +528,9 @@ async fn containers_crud_pages_and_owners(engine: Engine) {
     assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
     assert_eq!(rest["data"][0]["id"], first["id"]);
     assert_eq!(rest["has_more"], false);
+    let (_, named) = call(&env.a, ALICE, "GET", "/v1/containers?name=two", None).await;
+    assert_eq!(named["data"].as_array().map(Vec::len), Some(1), "{named}");
+    assert_eq!(named["data"][0]["id"], second["id"]);
     let (_, ascending) = call(&env.a, ALICE, "GET", "/v1/containers?order=asc", None).await;
     assert_eq!(ascending["data"][0]["id"], first["id"], "{ascending}");
 

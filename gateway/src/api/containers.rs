@@ -233,7 +233,8 @@ pub async fn list(
 ) -> Result<Json<Value>, Error> {
     let interpreter = interpreter(&state)?;
     let page = list::page(query.as_deref())?;
-    let listed = interpreter.api_list(&Access::of(&principal), &page).await?;
+    let name = list::param(query.as_deref(), "name");
+    let listed = interpreter.api_list(&Access::of(&principal), &page, name.as_deref()).await?;
     Ok(Json(list::body(listed.data.iter().map(object).collect(), listed.has_more)))
 }
 

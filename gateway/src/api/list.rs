@@ -17,6 +17,14 @@ pub fn includes(query: Option<&str>, value: &str) -> bool {
     })
 }
 
+/// The (decoded) value of query parameter `key`, if given.
+pub fn param(query: Option<&str>, key: &str) -> Option<String> {
+    query.unwrap_or("").split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| decode(v))
+    })
+}
+
 /// Parses a list query string; unknown parameters (e.g. `include`) are ignored.
 pub fn page(query: Option<&str>) -> Result<Page, Error> {
     let mut page = Page::default();

@@ -628,13 +628,14 @@ impl Store for MemoryStore {
         &'a self,
         access: &'a Access,
         page: &'a Page,
+        name: Option<&'a str>,
     ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>> {
         Box::pin(async move {
             Ok(self.with(|state| {
                 let visible: Vec<StoredContainer> = state
                     .containers
                     .values()
-                    .filter(|c| access.allows(&c.owner))
+                    .filter(|c| access.allows(&c.owner) && name.is_none_or(|n| c.name == n))
                     .cloned()
                     .collect();
                 page_by_key(&visible, |c| c.id.as_str(), page)

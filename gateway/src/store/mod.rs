@@ -456,11 +456,13 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredContainer>>>;
 
-    /// Containers visible to `access`, ordered by id (creation time).
+    /// Containers visible to `access` (only those named `name`, when given), ordered by id
+    /// (creation time).
     fn list_containers<'a>(
         &'a self,
         access: &'a Access,
         page: &'a Page,
+        name: Option<&'a str>,
     ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>>;
 
     /// Records the use of running container `id`: `last_active_at` (unix ms; never moved back)

@@ -1208,12 +1208,13 @@ impl Store for SqlStore {
         &'a self,
         access: &'a Access,
         page: &'a Page,
+        name: Option<&'a str>,
     ) -> BoxFuture<'a, Result<ListPage<StoredContainer>>> {
         Box::pin(async move {
             let (low, high) = bounds(page);
             let text = format!(
                 "SELECT {CONTAINER_COLUMNS} FROM containers WHERE tenant = $1 AND ($2 IS NULL OR owner = $2) \
-                 AND ($3 IS NULL OR id > $3) AND ($4 IS NULL OR id < $4) ORDER BY id {} LIMIT $5",
+                 AND ($3 IS NULL OR id > $3) AND ($4 IS NULL OR id < $4) AND ($6 IS NULL OR name = $6) ORDER BY id {} LIMIT $5",
                 direction(page.order)
             );
             on_pool!(self, |pool| {
@@ -1223,6 +1224,7 @@ impl Store for SqlStore {
                     .bind(low)
                     .bind(high)
                     .bind(fetch_limit(page))
+                    .bind(name)
                     .fetch_all(pool)
                     .await?;
                 let mut data = Vec::with_capacity(rows.len());

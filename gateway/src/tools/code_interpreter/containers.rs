@@ -638,13 +638,15 @@ impl CodeInterpreter {
             .ok_or_else(|| Error::NotFound { object: "container", id: id.to_string() })
     }
 
-    /// `GET /v1/containers`: records as stored, those idle past their expiry shown expired.
+    /// `GET /v1/containers` (`name`: only those so named): records as stored, those idle past
+    /// their expiry shown expired.
     pub async fn api_list(
         &self,
         access: &Access,
         page: &Page,
+        name: Option<&str>,
     ) -> Result<ListPage<StoredContainer>, Error> {
-        let mut listed = self.store.list_containers(access, page).await?;
+        let mut listed = self.store.list_containers(access, page, name).await?;
         let now = now_ms();
         for record in &mut listed.data {
             if past_expiry(record, now) {
