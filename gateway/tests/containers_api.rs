@@ -1053,3 +1053,51 @@ async fn a_container_whose_sandbox_is_gone_expires() {
     assert_ne!(fresh, cid);
     assert_eq!(first["output"][0]["status"], "completed", "{first}");
 }
+
+/// Several megabytes each way: an upload the code hashes to the same digest, and a file the
+/// code writes downloaded byte for byte (both go through in many chunks, never whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_stream_both_ways() {
+    use sha2::Digest as _;
+    let env = start(Engine::Memory, Some("")).await;
+    let container = create(&env.a, ALICE, json!({"name": "large"})).await;
+    let cid = container["id"].as_str().expect("id").to_string();
+    let size = 8 << 20;
+    let payload: Vec<u8> =
+        (0..size).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest: String =
+        sha2::Sha256::digest(&payload).iter().map(|b| format!("{b:02x}")).collect();
+    let (status, uploaded) = upload(&env.b, ALICE, &cid, "big.bin", payload).await;
+    assert_eq!(status, 200, "{uploaded}");
+    assert_eq!(uploaded["bytes"], size);
+    let response = run_code(
+        &env,
+        &env.a,
+        ALICE,
+        &cid,
+        "import hashlib\nprint(hashlib.sha256(open('big.bin', 'rb').read()).hexdigest())",
+    )
+    .await;
+    assert_eq!(logs(&response), format!("{digest}\n"), "{response}");
+    run_code(
+        &env,
+        &env.a,
+        ALICE,
+        &cid,
+        "open('made.bin', 'wb').write(bytes((i * 7 + (i >> 8)) % 256 for i in range(3 << 20)))",
+    )
+    .await;
+    let expected: Vec<u8> = (0..(3usize << 20)).map(|i| ((i * 7 + (i >> 8)) % 256) as u8).collect();
+    let (_, files) = call(&env.b, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    let made = files["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|f| f["path"] == "/mnt/data/made.bin")
+        .expect("made.bin listed")
+        .clone();
+    let (status, bytes) = content(&env.b, ALICE, &cid, made["id"].as_str().expect("id")).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes.len(), expected.len());
+    assert!(bytes == expected, "the download is byte-exact");
+}
