@@ -96,7 +96,7 @@ impl Agent {
             let info = loop {
                 match sessions.create(Some("warm-up".into())).await {
                     Err(Error::SpawnerUnavailable(why)) => {
-                        if attempts % 20 == 0 {
+                        if attempts.is_multiple_of(20) {
                             tracing::info!(%why, "waiting for the spawner");
                         }
                         attempts += 1;
@@ -194,7 +194,13 @@ pub async fn serve(
         mtls.serve(api_listener, router, stop).await.map_err(|e| Error::Internal(e.to_string()))
     });
     let warm = agent.clone();
-    tasks.spawn(async move { warm.warm_up().await });
+    tasks.spawn(async move {
+        let warmed = warm.warm_up().await;
+        if let Err(e) = &warmed {
+            tracing::error!(error = %e, "warm-up failed: the agent stays unready");
+        }
+        warmed
+    });
     let reaper = agent.clone();
     tasks.spawn(async move {
         reaper.reap_idle_sessions().await;

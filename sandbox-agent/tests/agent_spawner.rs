@@ -156,6 +156,12 @@ impl Pod {
     }
 
     async fn start_agent(&mut self) {
+        self.spawn_agent();
+        assert!(self.wait_ready(true).await, "the agent never became ready");
+    }
+
+    /// Starts the agent and reads its addresses, without waiting for it to be ready.
+    fn spawn_agent(&mut self) {
         let mut child = Command::new(&self.bin)
             .arg("--config")
             .arg(&self.config)
@@ -195,7 +201,6 @@ impl Pod {
         }
         self.api = format!("https://{}", api.expect("api"));
         self.admin = format!("http://{}", admin.expect("admin"));
-        assert!(self.wait_ready(true).await, "the agent never became ready");
     }
 
     fn agent_pid(&self) -> u32 {
@@ -494,4 +499,58 @@ async fn a_lost_spawner_is_a_typed_error_and_an_unready_agent() {
     assert_eq!(r.status(), 200);
     assert_eq!(pod.execute(&s.id, "'back'").await.value.as_deref(), Some("'back'"));
     drop(pod);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_before_its_spawner_waits_for_it() {
+    let mut pod = Pod::start("").await;
+    // Both again, the agent first (a pod's containers start in any order).
+    drop(pod.spawner.take());
+    let _ = std::fs::remove_file(&pod.socket);
+    pod.agent = Proc(Command::new("true").spawn().expect("placeholder"));
+    pod.spawn_agent();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(pod.wait_ready(false).await, "ready without a spawner");
+    let r = pod.post("/v1/sessions").await;
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+    pod.start_spawner();
+    assert!(pod.wait_ready(true).await, "the warm-up never got through to the late spawner");
+    let s = pod.create_session().await;
+    assert_eq!(pod.execute(&s.id, "6 * 7").await.value.as_deref(), Some("42"));
+    drop(pod);
+}
+
+#[test]
+fn the_spawner_refuses_to_start_without_its_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.yaml");
+    for (yaml, named) in [
+        ("{}\n", vec!["sandbox.spawner", "sandbox.agent_uid"]),
+        ("sandbox:\n  spawner: relative.sock\n  agent_uid: 1\n", vec!["sandbox.spawner"]),
+        ("sandbox:\n  spawner: /run/s.sock\n  uid: 7\n  agent_uid: 7\n", vec!["sandbox.agent_uid"]),
+    ] {
+        std::fs::write(&config, yaml).expect("write");
+        let out = Command::new(BIN)
+            .arg("spawner")
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{yaml}: {stderr}");
+        for field in named {
+            assert!(stderr.contains(field), "{yaml}: {field} not named in {stderr}");
+        }
+    }
+    std::fs::write(&config, "sandbox:\n  spawner: /run/s.sock\n  uid: 7\n  agent_uid: 8\n")
+        .expect("write");
+    let out = Command::new(BIN)
+        .arg("spawner")
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

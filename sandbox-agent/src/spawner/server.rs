@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::net::{UnixListener, UnixStream};
@@ -121,7 +122,12 @@ fn bind(path: &Path) -> Result<UnixListener> {
         Ok(_) => return Err(fail("exists", std::io::ErrorKind::AlreadyExists.into())),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail("bind", e))?;
+    // Created 0660 from the start: a client that connects right after bind must not find a
+    // socket it may not write to. (At startup: no other thread creates files meanwhile.)
+    let before = umask(Mode::from_bits_truncate(0o117));
+    let bound = UnixListener::bind(path);
+    umask(before);
+    let listener = bound.map_err(|e| fail("bind", e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| fail("chmod", e))?;
     Ok(listener)
