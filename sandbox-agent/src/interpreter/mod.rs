@@ -1,6 +1,7 @@
-//! One live Python interpreter: the embedded driver (`driver.py`) started under the [`Sandbox`],
-//! its three pipes, and [`Interpreter::execute`], which runs code under a deadline and collects
-//! what it printed and returned.
+//! One live Python interpreter: the embedded driver (`driver.py`) started by a [`Launcher`]
+//! (forked under the agent's `Sandbox`, or by the spawner in the sandbox container; see
+//! [`process`]), its pipes, and [`Interpreter::execute`], which runs code under a deadline and
+//! collects what it printed and returned. Nothing here depends on which launcher it was.
 //!
 //! Data flow: three reader tasks turn the child's stdout/stderr (with end-of-execution markers,
 //! see [`output`]) and its result pipe (length-prefixed JSON frames) into channel messages;
