@@ -89,14 +89,12 @@ async fn store_url(engine: Engine, dir: &std::path::Path) -> String {
 /// `code_interpreter` is extra YAML for that section (indented by 4), `None` for a gateway
 /// without the code interpreter.
 async fn start(engine: Engine, code_interpreter: Option<&str>) -> Env {
-    let backend = ScriptedBackend::start().await;
     let agent = match code_interpreter {
         Some(_) => Some(Agent::start().await),
         None => None,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let svid = dir.path().join("gateway-svid");
-    let url = store_url(engine, dir.path()).await;
     let tools = match (code_interpreter, &agent) {
         (Some(extra), Some(agent)) => {
             agent.write_svid(GATEWAY_ID, &svid);
@@ -110,6 +108,18 @@ async fn start(engine: Engine, code_interpreter: Option<&str>) -> Env {
         }
         _ => String::new(),
     };
+    start_with(engine, agent, dir, &tools).await
+}
+
+/// Two replicas with `tools` (YAML) over one store of `engine` (made in `dir`).
+async fn start_with(
+    engine: Engine,
+    agent: Option<Agent>,
+    dir: tempfile::TempDir,
+    tools: &str,
+) -> Env {
+    let backend = ScriptedBackend::start().await;
+    let url = store_url(engine, dir.path()).await;
     let yaml = format!(
         r#"
 backend_url: "{backend}"
@@ -1100,4 +1110,181 @@ async fn large_files_stream_both_ways() {
     assert_eq!(status, 200);
     assert_eq!(bytes.len(), expected.len());
     assert!(bytes == expected, "the download is byte-exact");
+}
+
+/// A real `antwort-pool-manager` on its local runtime (agent processes with SVIDs from a
+/// development CA it shares with the gateway); killed on drop.
+struct PoolManager {
+    child: std::process::Child,
+    api: String,
+    client: reqwest::Client,
+}
+
+const LOCAL_TRUST_DOMAIN: &str = "antwort.local-test";
+
+impl Drop for PoolManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PoolManager {
+    /// Starts it with pool `python` (one warm sandbox, at most two) and waits until a sandbox
+    /// is ready. Writes the gateway's SVID into `dir/gateway-svid`.
+    async fn start(dir: &std::path::Path) -> PoolManager {
+        use std::io::BufRead;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_dir = dir.join("ca");
+        let ca =
+            antwort_common::identity::dev_ca::DevCa::load_or_create(&ca_dir, LOCAL_TRUST_DOMAIN)
+                .expect("ca");
+        let gateway_id = format!("spiffe://{LOCAL_TRUST_DOMAIN}/ns/antwort/sa/gateway");
+        let manager_id = format!("spiffe://{LOCAL_TRUST_DOMAIN}/ns/antwort/sa/pool-manager");
+        ca.write_svid(&gateway_id, &dir.join("gateway-svid")).expect("gateway svid");
+        ca.write_svid(&manager_id, &dir.join("pool-manager-svid")).expect("manager svid");
+        let config = json!({
+            "server": {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "allowed_callers": [gateway_id],
+            },
+            "identity": {"source": "files", "dir": dir.join("pool-manager-svid")},
+            "runtime": {
+                "kind": "local",
+                "trust_domain": LOCAL_TRUST_DOMAIN,
+                "ca_dir": ca_dir,
+                "work_dir": dir.join("sandboxes"),
+                "agent_binary": support::agent::agent_binary(),
+                "sandbox_uid_base": 30_000 + std::process::id() % 5_000,
+                "pools": [{
+                    "name": "python",
+                    "kind": "python",
+                    "minReady": 1,
+                    "maxPods": 2,
+                    "allowedCallers": [gateway_id],
+                }],
+            },
+        });
+        let file = dir.join("pool-manager.yaml");
+        std::fs::write(&file, serde_yaml_ng::to_string(&config).expect("yaml")).expect("config");
+        let binary = antwort_common::test_support::workspace_binary(
+            "antwort-pool-manager",
+            "antwort-pool-manager",
+            &[],
+        );
+        let mut child = std::process::Command::new(binary)
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn pool manager");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + support::agent::PATIENCE;
+        let api = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("the pool manager's listening line");
+            if line.contains("claim API (mTLS) listening") {
+                let addr = line.split("addr=").nth(1).expect("addr");
+                break format!("https://{}", addr.split_whitespace().next().expect("addr"));
+            }
+        };
+        let source = antwort_common::identity::StaticSource::new(
+            ca.mint(&gateway_id).expect("mint").identity().expect("identity"),
+        );
+        let client = antwort_common::identity::mtls_client(
+            source,
+            antwort_common::identity::PeerPolicy::exact([manager_id.as_str()]).expect("policy"),
+        )
+        .expect("client");
+        let manager = PoolManager { child, api, client };
+        while manager.pool().await["ready"] != 1 {
+            assert!(std::time::Instant::now() < deadline, "no sandbox got ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        manager
+    }
+
+    async fn pool(&self) -> Value {
+        let pools: Value = self
+            .client
+            .get(format!("{}/v1/pools", self.api))
+            .send()
+            .await
+            .expect("pools")
+            .json()
+            .await
+            .expect("json");
+        pools["pools"][0].clone()
+    }
+
+    /// Waits until the pool has `claimed` claims.
+    async fn wait_claimed(&self, claimed: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let pool = self.pool().await;
+            if pool["claimed"] == claimed {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "claimed stays {pool}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// With a real pool manager: an API container holds a claim; deleting it releases the claim;
+/// an expired one releases it too; code runs on the claimed sandbox in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_hold_and_release_pool_claims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager = PoolManager::start(dir.path()).await;
+    assert_eq!(manager.pool().await["claimed"], 0);
+    let tools = format!(
+        "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
+         pool_manager: {{ url: \"{}\", spiffe_id: \"spiffe://{LOCAL_TRUST_DOMAIN}/ns/antwort/sa/pool-manager\" }}\n    \
+         agent_spiffe_ids: [{{ trust_domain: \"{LOCAL_TRUST_DOMAIN}\", path_prefix: /ns/local-sandboxes/ }}]\n    \
+         idle_timeout_secs: 2\n",
+        dir.path().join("gateway-svid").display(),
+        manager.api,
+    );
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let env = start_with(Engine::Sqlite, None, store_dir, &tools).await;
+
+    let first = create(
+        &env.a,
+        ALICE,
+        json!({"name": "held", "expires_after": {"anchor": "last_active_at", "minutes": 30}}),
+    )
+    .await;
+    let first_id = first["id"].as_str().expect("id").to_string();
+    manager.wait_claimed(1).await;
+    let response = run_code(&env, &env.b, ALICE, &first_id, "print(6 * 7)").await;
+    assert_eq!(logs(&response), "42\n", "{response}");
+    let (status, _) =
+        call(&env.b, ALICE, "DELETE", &format!("/v1/containers/{first_id}"), None).await;
+    assert_eq!(status, 200);
+    manager.wait_claimed(0).await;
+
+    // Expiry (the configured 2 s idle timeout) releases the claim too.
+    let second = create(&env.a, ALICE, json!({"name": "short"})).await;
+    let second_id = second["id"].as_str().expect("id").to_string();
+    manager.wait_claimed(1).await;
+    manager.wait_claimed(0).await;
+    let (_, got) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{second_id}"), None).await;
+    assert_eq!(got["status"], "expired", "{got}");
 }
