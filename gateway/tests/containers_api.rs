@@ -1288,3 +1288,24 @@ async fn containers_hold_and_release_pool_claims() {
     let (_, got) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{second_id}"), None).await;
     assert_eq!(got["status"], "expired", "{got}");
 }
+
+/// The sandbox going away is a 503 in the envelope on the routes that need it; the records
+/// still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sandbox_is_503() {
+    let mut env = start(Engine::Memory, Some("    request_timeout_ms: 2000\n")).await;
+    let container = create(&env.a, ALICE, json!({"name": "doomed"})).await;
+    let cid = container["id"].as_str().expect("id").to_string();
+    drop(env.agent.take());
+    let (status, got) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!((status, &got["status"]), (200, &json!("running")), "{got}");
+    let (status, body) =
+        call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}/files"), None).await;
+    assert_error_envelope(&body, status, "sandbox_unavailable");
+    assert_eq!(status, 503);
+    let (status, body) = upload(&env.b, ALICE, &cid, "a.txt", b"a".to_vec()).await;
+    assert_error_envelope(&body, status, "sandbox_unavailable");
+    // Deleting still works: the record goes, the sandbox is ended as far as it can be.
+    let (status, _) = call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(status, 200);
+}
