@@ -1,4 +1,5 @@
-"""Drives antwort's code_interpreter with the official OpenAI Python SDK, as a user would.
+"""Drives antwort's code_interpreter and containers with the official OpenAI Python SDK, as a
+user would.
 
 Usage: openai_sdk_code_interpreter.py BASE_URL API_KEY MODEL
 
@@ -6,7 +7,9 @@ The model's turns are scripted through `instructions` (the scripted backend read
 system message): first a `python` tool call running `print(6*7)` in the sandbox, then a text
 answer. Each call goes through the SDK's own parsing; every response and stream event is also
 validated strictly against the SDK's pydantic types (the SDK itself parses leniently, so a shape
-it would reject in strict mode could otherwise pass unseen).
+it would reject in strict mode could otherwise pass unseen). Then the containers API: a container
+made by the SDK, a file uploaded into it, code (run by the model through the container) that reads
+that file and writes another, the listing with both sources, the written file's content, deletes.
 
 Prints one JSON report on stdout (what the SDK handed back: classes, fields, event types) and
 exits 0 when the SDK-level checks hold, 1 when some failed (listed in `problems`), 2 when the SDK
@@ -168,6 +171,84 @@ def helper_stream(client, model):
     return {"event_types": types, "final": describe_response(final)}
 
 
+CONTAINER_CODE = (
+    "rows = open('data.csv').read().splitlines()\n"
+    "print(len(rows), rows[1])\n"
+    "with open('summary.txt', 'w') as out:\n"
+    "    out.write('rows=%d' % len(rows))"
+)
+CSV = b"name,value\nalpha,1\nbeta,2\n"
+
+
+def strict_object(kind, model, obj):
+    """`{kind, errors}` of a strict validation of an SDK object against its own type."""
+    return {"kind": kind, "errors": strict_errors(model.model_validate, obj.to_dict())}
+
+
+def containers(client, model):
+    """The containers API through the SDK, with code the model runs in the container."""
+    from openai.types import ContainerCreateResponse, ContainerRetrieveResponse
+    from openai.types.containers import FileCreateResponse, FileListResponse
+
+    strict = []
+    created = client.containers.create(
+        name="e2e", expires_after={"anchor": "last_active_at", "minutes": 20}
+    )
+    strict.append(strict_object("container", ContainerCreateResponse, created))
+    uploaded = client.containers.files.create(created.id, file=("data.csv", CSV))
+    strict.append(strict_object("container.file", FileCreateResponse, uploaded))
+    directive = "SCRIPT: " + json.dumps(
+        {
+            "turns": [
+                {"tool_calls": [{"name": "python", "arguments": {"code": CONTAINER_CODE}}]},
+                {"content": "The file has 3 rows."},
+            ]
+        }
+    )
+    response = client.responses.create(
+        model=model,
+        instructions=directive,
+        input="How many rows does data.csv have?",
+        tools=[{"type": "code_interpreter", "container": created.id}],
+        include=INCLUDE,
+    )
+    call = response.output[0]
+    files = list(client.containers.files.list(created.id))
+    for listed in files:
+        strict.append(strict_object("container.file (list)", FileListResponse, listed))
+    written = [f for f in files if f.path.endswith("summary.txt")]
+    content = (
+        client.containers.files.content.retrieve(written[0].id, container_id=created.id).read()
+        if written
+        else None
+    )
+    retrieved = client.containers.retrieve(created.id)
+    strict.append(strict_object("container (retrieve)", ContainerRetrieveResponse, retrieved))
+    listed_ids = [c.id for c in client.containers.list()]
+    client.containers.files.delete(uploaded.id, container_id=created.id)
+    after_delete = sorted(f.path for f in client.containers.files.list(created.id))
+    client.containers.delete(created.id)
+    try:
+        client.containers.retrieve(created.id)
+        gone = "still there"
+    except openai.NotFoundError:
+        gone = "not found"
+    return {
+        "container": {"id": created.id, "object": created.object, "name": created.name,
+                      "status": created.status},
+        "uploaded": {"id": uploaded.id, "path": uploaded.path, "bytes": uploaded.bytes,
+                     "source": uploaded.source},
+        "call": {"container_id": call.container_id, "status": call.status,
+                 "logs": [getattr(o, "logs", None) for o in (call.outputs or [])]},
+        "files": sorted([f.path, f.source] for f in files),
+        "written_content": content.decode() if content is not None else None,
+        "listed": created.id in listed_ids,
+        "after_delete": after_delete,
+        "after_container_delete": gone,
+        "strict": [s for s in strict if s["errors"]],
+    }
+
+
 def main():
     base_url, api_key, model = sys.argv[1:4]
     report = {"sdk_version": openai.__version__}
@@ -180,6 +261,7 @@ def main():
         report["retrieve"] = describe_response(retrieved)
         with_outputs = client.responses.retrieve(response.id, include=INCLUDE)
         report["retrieve_include"] = describe_response(with_outputs)
+        report["containers"] = containers(client, model)
     except Exception:  # noqa: BLE001 -- everything the SDK raises goes into the report
         report["error"] = traceback.format_exc()
     report["problems"] = problems

@@ -14,8 +14,7 @@
 //! - [`security`]: the hardening every rendered pod spec must carry, as a list of problems.
 //! - [`kube_env`]: a real kube-apiserver + etcd from `scripts/kube-test-env.sh`, stopped on drop,
 //!   and a kubectl bound to it.
-//! - [`stack`]: the binaries as real processes (scripted backend, sandbox agent with dev-CA
-//!   SVIDs, gateway with `tools.code_interpreter`), ports from their log lines, killed on drop.
+//! - [`service`]: one workspace binary as a test's child process, its lines kept, killed on drop.
 //! - [`antwort_up`]: the whole stack by one command (`antwort up`) as a child process, its
 //!   "ready" block parsed, and a /proc scan for any process of the stack left behind.
 //! - [`http`]: a minimal HTTP/1.0 JSON client over a plain socket.
@@ -25,8 +24,10 @@
 //! [`kube_env::KubeEnv`].
 //!
 //! Test files: `tests/delivery_*.rs` cover issue 7 (delivery); `tests/openai_sdk.rs` drives a
-//! [`stack::Stack`] with the official OpenAI Python SDK (`python/`); `tests/antwort_up.rs` runs
-//! the one-machine stack through [`antwort_up`]; end-to-end tests go beside them.
+//! `antwort up` with the official OpenAI Python SDK (`python/`); `tests/antwort_up.rs` runs the
+//! one-machine stack through [`antwort_up`] and `tests/code_interpreter_stack.rs` runs
+//! code_interpreter through it (requests, chains, hostile code, pool exhaustion, mTLS refusals);
+//! `benches/code_interpreter_stack.rs` measures the tool's overhead there.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,6 @@ pub mod http;
 pub mod kube_env;
 pub mod manifests;
 pub mod security;
-pub mod stack;
+pub mod service;
 pub mod tools;
 pub mod workspace;

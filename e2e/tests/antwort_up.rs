@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use antwort_e2e::antwort_up::{self, AntwortUp, Ready};
 use antwort_e2e::http;
-use antwort_e2e::stack::Service;
+use antwort_e2e::service::Service;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};

@@ -1,14 +1,16 @@
 //! The official OpenAI Python SDK (`openai`, installed by `scripts/install-test-tools.sh`) drives
-//! the real stack unchanged but for `base_url` (issue 6, end-to-end tests): `antwort-gateway`,
-//! `antwort-scripted-backend` and `antwort-sandbox-agent` run as processes talking mTLS, and
-//! `e2e/python/openai_sdk_code_interpreter.py` calls `responses.create` (plain, `stream=True`
-//! and the `responses.stream` helper) and `responses.retrieve` with the code_interpreter tool.
-//! The scripted model asks for `print(6*7)`; the agent really runs it. The script prints a JSON
-//! report of what the SDK parsed; this test checks it field by field.
+//! the whole one-machine stack unchanged but for `base_url` and its API key (issue 6, end-to-end
+//! tests): `antwort up` runs the gateway, the pool manager with warm sandbox agents and the
+//! scripted backend as processes talking mTLS, and `e2e/python/openai_sdk_code_interpreter.py`
+//! calls `responses.create` (plain, `stream=True` and the `responses.stream` helper) and
+//! `responses.retrieve` with the code_interpreter tool, then the containers API (create, upload,
+//! code in that container, list, content, deletes). The scripted model asks for `print(6*7)`;
+//! a claimed sandbox really runs it. The script prints a JSON report of what the SDK parsed;
+//! this test checks it field by field.
 
 use std::process::Command;
 
-use antwort_e2e::stack::{API_KEY, Stack};
+use antwort_e2e::antwort_up::AntwortUp;
 use antwort_e2e::{tools, workspace};
 use serde_json::{Value, json};
 
@@ -82,20 +84,32 @@ fn in_order(types: &[&str], wanted: &[&str]) {
     }
 }
 
+/// The API key the stack accepts (user `sdk`).
+const API_KEY: &str = "sk-antwort-e2e-sdk-0123456789abcdef";
+
 #[test]
 fn the_openai_python_sdk_runs_code_interpreter_through_the_stack() {
     let python = tools::openai_python();
-    let stack = Stack::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = json!([{"key": API_KEY, "tenant": "e2e", "user": "sdk"}]).to_string();
+    // A uid range of its own (other e2e binaries run stacks at the same time).
+    let uid_base = (60_000 + (std::process::id() % 200) * 20).to_string();
+    let mut stack = AntwortUp::spawn(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0", "--sandbox-uid-base", &uid_base],
+        &[("ANTWORT_AUTH__API_KEYS", keys.as_str())],
+    );
+    let ready = stack.wait_ready();
     let script = workspace::path("e2e/python/openai_sdk_code_interpreter.py");
     let out = tools::output(Command::new(python).arg(script).args([
-        stack.gateway_url.as_str(),
+        ready.base_url.as_str(),
         API_KEY,
         "scripted",
     ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!("no JSON report ({error}):\n{stdout}\n{stderr}\n{}", stack.logs())
+        panic!("no JSON report ({error}):\n{stdout}\n{stderr}\n{}", stack.log())
     });
     // The whole report, for reading when a check below fails (nextest shows it then).
     eprintln!("{report:#}");
@@ -103,7 +117,7 @@ fn the_openai_python_sdk_runs_code_interpreter_through_the_stack() {
         out.status.success(),
         "the SDK script failed ({}): {report:#}\n{stderr}\n{}",
         out.status,
-        stack.logs()
+        stack.log()
     );
     assert_eq!(report["sdk_version"], "3.51.0");
     assert_eq!(report["problems"], json!([]), "{report:#}");
@@ -181,4 +195,30 @@ fn the_openai_python_sdk_runs_code_interpreter_through_the_stack() {
     assert_answered("retrieve", &report["retrieve"], None);
     assert_eq!(report["retrieve_include"]["id"], id);
     assert_answered("retrieve include", &report["retrieve_include"], Some(true));
+
+    // The containers API: the SDK's own objects, code in the container reads the upload and
+    // writes a file the listing shows as the assistant's, whose content comes back.
+    let containers = &report["containers"];
+    let ctx = || format!("{containers:#}");
+    assert_eq!(containers["strict"], json!([]), "the SDK's strict types: {}", ctx());
+    let id = containers["container"]["id"].as_str().expect("container id");
+    assert!(id.starts_with("cntr_"), "{}", ctx());
+    assert_eq!(containers["container"]["object"], "container", "{}", ctx());
+    assert_eq!(containers["container"]["status"], "running", "{}", ctx());
+    assert_eq!(containers["uploaded"]["path"], "/mnt/data/data.csv", "{}", ctx());
+    assert_eq!(containers["uploaded"]["bytes"], 26, "{}", ctx());
+    assert_eq!(containers["uploaded"]["source"], "user", "{}", ctx());
+    assert_eq!(containers["call"]["container_id"], id, "{}", ctx());
+    assert_eq!(containers["call"]["status"], "completed", "{}", ctx());
+    assert_eq!(containers["call"]["logs"], json!(["3 alpha,1\n"]), "{}", ctx());
+    assert_eq!(
+        containers["files"],
+        json!([["/mnt/data/data.csv", "user"], ["/mnt/data/summary.txt", "assistant"]]),
+        "{}",
+        ctx()
+    );
+    assert_eq!(containers["written_content"], "rows=3", "{}", ctx());
+    assert_eq!(containers["listed"], true, "{}", ctx());
+    assert_eq!(containers["after_delete"], json!(["/mnt/data/summary.txt"]), "{}", ctx());
+    assert_eq!(containers["after_container_delete"], "not found", "{}", ctx());
 }
