@@ -254,3 +254,23 @@ fn bad_settings_exit_64_before_anything_starts() {
         assert!(!data.exists(), "nothing is created for bad settings");
     }
 }
+
+#[test]
+fn a_component_that_cannot_start_is_named_and_the_rest_are_stopped() {
+    // The gateway's address is taken: the gateway exits at start-up, after the backend and the
+    // pool manager (with its agents) are already running.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let uid = uid_base();
+    let mut up = AntwortUp::spawn(&data, &["--listen", &addr, "--sandbox-uid-base", &uid], &[]);
+    let status = up.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "antwort up exited {status}:\n{}", up.log());
+    let log = up.log();
+    assert!(log.contains("antwort: the gateway (pid "), "{log}");
+    assert!(log.contains("pool manager ready"), "the pool manager had started: {log}");
+    assert!(!log.contains("antwort is ready"), "{log}");
+    let left = antwort_up::wait_no_leftovers(&data, &[], Duration::from_secs(2));
+    assert!(left.is_empty(), "left running after a failed start: {left:#?}\n{log}");
+}
