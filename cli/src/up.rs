@@ -6,7 +6,7 @@
 //! 4. print "ready" and where to point a client;
 //! 5. supervise: a signal, or any component's death, ends the run (renewing SVIDs meanwhile);
 //! 6. stop the components in reverse order (gateway first, so it drains before the sandboxes
-//!    go), each with its process group.
+//!    go), each with its process group; a second signal kills what is left at once.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -67,11 +67,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let ready = match started {
         Ok(Some(ready)) => ready,
         Ok(None) => {
-            stack.stop_all(grace).await;
+            stack.stop_all(grace, &mut signals).await;
             return Ok(());
         }
         Err(error) => {
-            stack.stop_all(grace).await;
+            stack.stop_all(grace, &mut signals).await;
             return Err(error);
         }
     };
@@ -108,7 +108,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             crate::error::describe(&exit.status)
         );
     }
-    stack.stop_all(grace).await;
+    stack.stop_all(grace, &mut signals).await;
     match died {
         None => {
             tracing::info!("antwort stopped; nothing left running");
@@ -134,10 +134,21 @@ struct Stack {
 }
 
 impl Stack {
-    async fn stop_all(&mut self, grace: Duration) {
-        while let Some(mut component) = self.components.pop() {
+    /// Stops the components, the last started first. Another signal meanwhile cuts the grace
+    /// short: whatever still runs is killed at once.
+    async fn stop_all(&mut self, grace: Duration, signals: &mut Signals) {
+        let mut grace = grace;
+        while let Some(component) = self.components.last_mut() {
             tracing::info!(component = component.name, pid = component.pid, "stopping");
-            component.stop(grace).await;
+            tokio::select! {
+                () = component.stop(grace) => {}
+                name = signals.recv() => {
+                    tracing::warn!("{name} again: killing what is left");
+                    grace = Duration::ZERO;
+                    continue;
+                }
+            }
+            self.components.pop();
         }
     }
 

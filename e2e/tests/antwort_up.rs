@@ -274,3 +274,21 @@ fn a_component_that_cannot_start_is_named_and_the_rest_are_stopped() {
     let left = antwort_up::wait_no_leftovers(&data, &[], Duration::from_secs(2));
     assert!(left.is_empty(), "left running after a failed start: {left:#?}\n{log}");
 }
+
+#[test]
+fn a_second_signal_kills_a_component_that_does_not_stop() {
+    let (_dir, mut up, ready) = start(&["--pool-min-ready", "1", "--pool-max-pods", "2"], &[]);
+    let data = up.data_dir.clone();
+    // A stopped gateway cannot act on SIGTERM: the orderly stop waits (45 s grace by default).
+    let gateway = Pid::from_raw(i32::try_from(ready.gateway_pid).expect("pid"));
+    kill(gateway, Signal::SIGSTOP).expect("SIGSTOP the gateway");
+    up.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!antwort_up::leftovers(&data, &[up.pid()]).is_empty(), "antwort waits for the gateway");
+    up.signal(Signal::SIGTERM);
+    let status = up.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "antwort up exited {status}:\n{}", up.log());
+    assert!(up.log().contains("SIGTERM again: killing what is left"), "{}", up.log());
+    let left = antwort_up::wait_no_leftovers(&data, &[ready.gateway_pid], Duration::from_secs(2));
+    assert!(left.is_empty(), "{left:#?}\n{}", up.log());
+}
