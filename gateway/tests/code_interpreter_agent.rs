@@ -38,6 +38,7 @@ fn ctx(user: &str, binding: ContainerBinding) -> ToolContext {
         container: binding,
         cancel: CancellationToken::new(),
         progress: None,
+        memory_limit: None,
     }
 }
 

@@ -1133,6 +1133,12 @@ impl PoolManager {
     /// Starts it with pool `python` (one warm sandbox, at most two) and waits until a sandbox
     /// is ready. Writes the gateway's SVID into `dir/gateway-svid`.
     async fn start(dir: &std::path::Path) -> PoolManager {
+        Self::start_with_pools(dir, &["python"]).await
+    }
+
+    /// Starts it with python pools named `pools` (each one warm sandbox, at most two) and
+    /// waits until each has a ready sandbox.
+    async fn start_with_pools(dir: &std::path::Path, pools: &[&str]) -> PoolManager {
         use std::io::BufRead;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca_dir = dir.join("ca");
@@ -1157,13 +1163,13 @@ impl PoolManager {
                 "work_dir": dir.join("sandboxes"),
                 "agent_binary": support::agent::agent_binary(),
                 "sandbox_uid_base": 30_000 + std::process::id() % 5_000,
-                "pools": [{
-                    "name": "python",
+                "pools": pools.iter().map(|name| json!({
+                    "name": name,
                     "kind": "python",
                     "minReady": 1,
                     "maxPods": 2,
                     "allowedCallers": [gateway_id],
-                }],
+                })).collect::<Vec<_>>(),
             },
         });
         let file = dir.join("pool-manager.yaml");
@@ -1213,14 +1219,20 @@ impl PoolManager {
         )
         .expect("client");
         let manager = PoolManager { child, api, client };
-        while manager.pool().await["ready"] != 1 {
-            assert!(std::time::Instant::now() < deadline, "no sandbox got ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        for name in pools {
+            while manager.pool_named(name).await["ready"] != 1 {
+                assert!(std::time::Instant::now() < deadline, "no sandbox of {name} got ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         manager
     }
 
     async fn pool(&self) -> Value {
+        self.pool_named("python").await
+    }
+
+    async fn pool_named(&self, name: &str) -> Value {
         let pools: Value = self
             .client
             .get(format!("{}/v1/pools", self.api))
@@ -1230,7 +1242,8 @@ impl PoolManager {
             .json()
             .await
             .expect("json");
-        pools["pools"][0].clone()
+        let list = pools["pools"].as_array().expect("pools");
+        list.iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null)
     }
 
     /// Waits until the pool has `claimed` claims.
@@ -1308,4 +1321,78 @@ async fn an_unreachable_sandbox_is_503() {
     // Deleting still works: the record goes, the sandbox is ended as far as it can be.
     let (status, _) = call(&env.a, ALICE, "DELETE", &format!("/v1/containers/{cid}"), None).await;
     assert_eq!(status, 200);
+}
+
+/// `tools.code_interpreter.pools_by_memory_limit`: a request's or container's `memory_limit`
+/// picks the pool its sandbox is claimed from; a size not offered is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_picks_the_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager = PoolManager::start_with_pools(dir.path(), &["python", "python-4g"]).await;
+    let tools = format!(
+        "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
+         pool_manager: {{ url: \"{}\", spiffe_id: \"spiffe://{LOCAL_TRUST_DOMAIN}/ns/antwort/sa/pool-manager\" }}\n    \
+         agent_spiffe_ids: [{{ trust_domain: \"{LOCAL_TRUST_DOMAIN}\", path_prefix: /ns/local-sandboxes/ }}]\n    \
+         pool: python\n    pools_by_memory_limit: {{ 1g: python, 4g: python-4g }}\n",
+        dir.path().join("gateway-svid").display(),
+        manager.api,
+    );
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let env = start_with(Engine::Memory, None, store_dir, &tools).await;
+    let claimed = |pool: Value| pool["claimed"].as_u64().unwrap_or(u64::MAX);
+
+    // A response whose auto container asks for 4g runs on the 4g pool.
+    env.backend.enqueue(Script::tool_call("python", json!({"code": "print(4)"}).to_string()));
+    env.backend.enqueue(Script::text("done"));
+    let request = |limit: &str| {
+        json!({"model": "m", "input": "x",
+               "tools": [{"type": "code_interpreter", "container": {"type": "auto", "memory_limit": limit}}],
+               "include": ["code_interpreter_call.outputs"]})
+    };
+    let (status, response) =
+        call(&env.a, ALICE, "POST", "/v1/responses", Some(request("4g"))).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(logs(&response), "4\n", "{response}");
+    assert_eq!(claimed(manager.pool_named("python-4g").await), 1);
+    assert_eq!(claimed(manager.pool_named("python").await), 0);
+    let cid = response["output"][0]["container_id"].as_str().expect("container");
+    let (_, container) = call(&env.a, ALICE, "GET", &format!("/v1/containers/{cid}"), None).await;
+    assert_eq!(container["memory_limit"], "4g", "{container}");
+
+    // A size nobody offers is refused before the model runs, naming the field.
+    let (status, error) = call(&env.a, ALICE, "POST", "/v1/responses", Some(request("16g"))).await;
+    assert_error_envelope(&error, status, "invalid_value");
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["param"], "tools[0].container.memory_limit", "{error}");
+    assert!(error["error"]["message"].as_str().expect("message").contains("offered: 1g, 4g"));
+    let (status, error) = call(
+        &env.a,
+        ALICE,
+        "POST",
+        "/v1/containers",
+        Some(json!({"name": "big", "memory_limit": "64g"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "memory_limit", "{error}");
+
+    // The containers API: 1g from the 1g pool; no memory_limit from the default pool.
+    create(&env.a, ALICE, json!({"name": "small", "memory_limit": "1g"})).await;
+    manager_claims(&manager, "python", 1).await;
+    create(&env.a, ALICE, json!({"name": "plain"})).await;
+    manager_claims(&manager, "python", 2).await;
+    assert_eq!(claimed(manager.pool_named("python-4g").await), 1);
+}
+
+/// Waits until pool `name` has `claimed` claims.
+async fn manager_claims(manager: &PoolManager, name: &str, claimed: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pool = manager.pool_named(name).await;
+        if pool["claimed"] == claimed {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}: claimed stays {pool}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

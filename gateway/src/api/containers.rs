@@ -23,12 +23,11 @@ use super::responses::json_body;
 use super::{AppState, list};
 use crate::auth::Principal;
 use crate::error::Error;
+use crate::openresponses::code_interpreter::MEMORY_LIMITS;
 use crate::store::{Access, Owner, StoredContainer, StoredContainerFile};
 use crate::tools::code_interpreter::CodeInterpreter;
 use crate::tools::code_interpreter::containers::{ContainerSpec, api_path};
 
-/// The memory limits OpenAI's API accepts (recorded and shown; the pool decides the real one).
-const MEMORY_LIMITS: &[&str] = &["1g", "4g", "16g", "64g"];
 /// The longest `expires_after.minutes` accepted (one week).
 const MAX_EXPIRY_MINUTES: u64 = 7 * 24 * 60;
 /// Room for the multipart framing around an upload's bytes, when checking `Content-Length`.

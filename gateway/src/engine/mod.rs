@@ -105,6 +105,12 @@ impl Engine {
             crate::openresponses::code_interpreter::ContainerParam::Id(id) => {
                 ci.validate_container(owner, id).await
             }
+            crate::openresponses::code_interpreter::ContainerParam::Auto {
+                memory_limit: Some(limit),
+                ..
+            } => ci.pool_for(Some(limit.as_str())).map(|_| ()).map_err(|message| {
+                Error::invalid_value(&format!("{}.container.memory_limit", tool.path), message)
+            }),
             _ => Ok(()),
         }
     }

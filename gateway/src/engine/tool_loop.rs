@@ -81,6 +81,14 @@ pub async fn run(
     // Cancelled when this future is dropped, so executors stop their sandbox work.
     let cancel = CancellationToken::new();
     let _cancel_on_drop = cancel.clone().drop_guard();
+    // What every call of this response shares; each call adds its container.
+    let shared = ToolContext {
+        owner: owner.clone(),
+        container: binding.clone(),
+        cancel: cancel.clone(),
+        progress: None,
+        memory_limit: memory_limit(&request),
+    };
     let mut model = first;
     let mut turn = 1u32;
     loop {
@@ -111,8 +119,7 @@ pub async fn run(
             // Client calls go back now; server calls made beside them still run, so the
             // client sees their results with the function calls.
             if !end.server_calls.is_empty() {
-                run_calls(engine, builder, &end.server_calls, owner, &mut binding, &cancel, sink)
-                    .await;
+                run_calls(engine, builder, &end.server_calls, &shared, &mut binding, sink).await;
                 send_events(builder, sink);
             }
             return Ok(LoopEnd::Answered);
@@ -121,7 +128,7 @@ pub async fn run(
             return Ok(LoopEnd::TurnLimit(end.server_calls));
         }
         let outputs =
-            run_calls(engine, builder, &end.server_calls, owner, &mut binding, &cancel, sink).await;
+            run_calls(engine, builder, &end.server_calls, &shared, &mut binding, sink).await;
         send_events(builder, sink);
         request.input.extend(builder.turn_input(turn_start, &outputs));
         builder.next_turn();
@@ -141,9 +148,8 @@ async fn run_calls(
     engine: &Engine,
     builder: &mut ResponseBuilder,
     calls: &[ServerCall],
-    owner: &Owner,
+    shared: &ToolContext,
     binding: &mut ContainerBinding,
-    cancel: &CancellationToken,
     sink: &EventSink,
 ) -> BTreeMap<String, String> {
     let mut outputs = BTreeMap::new();
@@ -159,13 +165,13 @@ async fn run_calls(
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let progress = (sink.is_some() && executor.stream_output() && builder.includes_outputs())
         .then_some(progress_tx);
+    let shared = ToolContext { progress, ..shared.clone() };
     let mut live = LiveOutput { progress: &mut progress_rx, builder, calls, sink };
     let mut rest = calls;
     if matches!(binding, ContainerBinding::Auto { current: None })
         && let Some((first, others)) = calls.split_first()
     {
-        let outcome =
-            live.forward(execute(&executor, owner, binding, cancel, first, &progress)).await;
+        let outcome = live.forward(execute(&executor, &shared, binding, first)).await;
         if let Some(id) = &outcome.container_id {
             *binding = ContainerBinding::Auto { current: Some(id.clone()) };
         }
@@ -175,7 +181,7 @@ async fn run_calls(
     }
     let outcomes = live
         .forward(futures::future::join_all(
-            rest.iter().map(|call| execute(&executor, owner, binding, cancel, call, &progress)),
+            rest.iter().map(|call| execute(&executor, &shared, binding, call)),
         ))
         .await;
     live.drain();
@@ -232,18 +238,11 @@ fn send_events(builder: &mut ResponseBuilder, sink: &EventSink) {
 
 async fn execute(
     executor: &CodeInterpreter,
-    owner: &Owner,
+    shared: &ToolContext,
     binding: &ContainerBinding,
-    cancel: &CancellationToken,
     call: &ServerCall,
-    progress: &Option<crate::tools::ProgressSink>,
 ) -> crate::tools::ToolOutcome {
-    let ctx = ToolContext {
-        owner: owner.clone(),
-        container: binding.clone(),
-        cancel: cancel.clone(),
-        progress: progress.clone(),
-    };
+    let ctx = ToolContext { container: binding.clone(), ..shared.clone() };
     let tool_call = ToolCall {
         call_id: call.call_id.clone(),
         name: call.name.clone(),
@@ -267,6 +266,16 @@ fn finish_call(
     outputs.insert(call.item_id.clone(), outcome.output_for_model);
     match outcome.item {
         ToolItem::CodeInterpreter(item) => builder.complete_call(call, item, outcome.files),
+    }
+}
+
+/// The `memory_limit` an `auto` container of this request asks for (picks its pool).
+fn memory_limit(request: &CreateResponse) -> Option<String> {
+    match request.code_interpreter.as_ref().map(|t| &t.container) {
+        Some(ContainerParam::Auto { memory_limit: Some(limit), .. }) => {
+            Some(limit.as_str().to_string())
+        }
+        _ => None,
     }
 }
 

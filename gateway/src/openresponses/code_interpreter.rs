@@ -82,6 +82,9 @@ impl Naming {
 
 // === the request tool ===
 
+/// The `memory_limit` values OpenAI defines (containers and `auto` containers).
+pub const MEMORY_LIMITS: &[&str] = &["1g", "4g", "16g", "64g"];
+
 /// `memory_limit` of an `auto` container, as OpenAI spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemoryLimit {
@@ -93,6 +96,17 @@ pub enum MemoryLimit {
     SixteenGb,
     #[serde(rename = "64g")]
     SixtyFourGb,
+}
+
+impl MemoryLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryLimit::OneGb => "1g",
+            MemoryLimit::FourGb => "4g",
+            MemoryLimit::SixteenGb => "16g",
+            MemoryLimit::SixtyFourGb => "64g",
+        }
+    }
 }
 
 /// Which container the tool's calls run in.
@@ -108,6 +122,8 @@ pub enum ContainerParam {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInterpreterTool {
     pub container: ContainerParam,
+    /// Where the tool sits in the request (`tools[2]`), for errors found after parsing.
+    pub path: String,
 }
 
 impl CodeInterpreterTool {
@@ -171,7 +187,7 @@ pub fn parse_tool(path: &str, tool: Value) -> Result<CodeInterpreterTool, Error>
             format!("Unknown parameter: '{path}.{unknown}'."),
         ));
     }
-    Ok(CodeInterpreterTool { container })
+    Ok(CodeInterpreterTool { container, path: path.to_string() })
 }
 
 fn parse_auto(path: &str, mut c: Map<String, Value>) -> Result<ContainerParam, Error> {

@@ -57,6 +57,8 @@ pub struct ToolContext {
     /// live output (`tools.code_interpreter.stream_output`): pieces of output go here while the
     /// code runs.
     pub progress: Option<ProgressSink>,
+    /// The request's `memory_limit` for a new `auto` container (picks its pool).
+    pub memory_limit: Option<String>,
 }
 
 /// A piece of a running call's output (the `..._output.delta` antwort extension event).

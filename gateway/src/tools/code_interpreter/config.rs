@@ -27,6 +27,11 @@ pub struct CodeInterpreterConfig {
     /// The pool to claim from.
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// Pools by the `memory_limit` a request or container asks for (`1g`, `4g`, `16g`, `64g`),
+    /// e.g. `{4g: python-4g}`. Empty: `pool` serves every memory_limit. Otherwise a memory_limit
+    /// missing here is refused (400), and a request without one gets `pool`.
+    #[serde(default)]
+    pub pools_by_memory_limit: std::collections::BTreeMap<String, String>,
     /// Wall-clock limit of one execution (sent to the agent, which stops the code).
     #[serde(default = "default_exec_timeout_ms")]
     pub exec_timeout_ms: u64,
@@ -151,6 +156,22 @@ impl CodeInterpreterConfig {
         if self.pool.is_empty() {
             return Err(format!("`{p}.pool`: must not be empty"));
         }
+        for (limit, pool) in &self.pools_by_memory_limit {
+            if !crate::openresponses::code_interpreter::MEMORY_LIMITS.contains(&limit.as_str()) {
+                return Err(format!(
+                    "`{p}.pools_by_memory_limit.{limit}`: not a memory_limit clients can send ({})",
+                    crate::openresponses::code_interpreter::MEMORY_LIMITS.join(", ")
+                ));
+            }
+            if pool.is_empty() {
+                return Err(format!("`{p}.pools_by_memory_limit.{limit}`: name a pool"));
+            }
+        }
+        if self.agent.is_some() && !self.pools_by_memory_limit.is_empty() {
+            return Err(format!(
+                "`{p}.pools_by_memory_limit`: needs `pool_manager` (one static `agent` has no pools)"
+            ));
+        }
         for (name, value) in [
             ("exec_timeout_ms", self.exec_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -163,5 +184,39 @@ impl CodeInterpreterConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> CodeInterpreterConfig {
+        let yaml = format!(
+            "identity: {{source: files, dir: /svid}}\n\
+             pool_manager: {{url: 'https://pm:8443', spiffe_id: 'spiffe://td/pm'}}\n\
+             agent_spiffe_ids: [{{trust_domain: td, path_prefix: /}}]\n{extra}"
+        );
+        serde_yaml_ng::from_str(&yaml).expect("parses")
+    }
+
+    #[test]
+    fn pools_by_memory_limit_are_checked() {
+        config("pools_by_memory_limit: {1g: python, 4g: python-4g}\n").validate().expect("valid");
+        let err = config("pools_by_memory_limit: {2g: python}\n").validate().expect_err("2g");
+        assert!(
+            err.contains("pools_by_memory_limit.2g") && err.contains("1g, 4g, 16g, 64g"),
+            "{err}"
+        );
+        let err = config("pools_by_memory_limit: {4g: ''}\n").validate().expect_err("empty pool");
+        assert!(err.contains("pools_by_memory_limit.4g`: name a pool"), "{err}");
+        let mut static_agent = config("pools_by_memory_limit: {4g: big}\n");
+        static_agent.pool_manager = None;
+        static_agent.agent = Some(StaticAgentConfig {
+            url: "https://agent:9443".into(),
+            spiffe_id: "spiffe://td/agent".into(),
+        });
+        let err = static_agent.validate().expect_err("no pools without a pool manager");
+        assert!(err.contains("needs `pool_manager`"), "{err}");
     }
 }

@@ -308,12 +308,22 @@ impl CodeInterpreter {
         ContainerSpec { name: "auto".into(), idle: self.limits.idle_timeout, memory_limit: None }
     }
 
+    /// The pool a container asking for `memory_limit` is claimed from; `Err` says why none is
+    /// (`tools.code_interpreter.pools_by_memory_limit` offers other sizes only).
+    pub fn pool_for(&self, memory_limit: Option<&str>) -> Result<&str, String> {
+        match &self.sandboxes {
+            Sandboxes::Pool(client) => client.pool_for(memory_limit),
+            Sandboxes::Static(claim) => Ok(&claim.pool),
+        }
+    }
+
     /// The container a call runs in. The engine calls this once before running a turn's calls
     /// in parallel, so they share one new `auto` container instead of making one each.
     pub async fn resolve_container(
         &self,
         owner: &Owner,
         binding: &ContainerBinding,
+        memory_limit: Option<&str>,
     ) -> Result<Arc<Container>, ToolFailure> {
         let access = Access::owner(owner);
         match binding {
@@ -328,14 +338,13 @@ impl CodeInterpreter {
                         Err(other) => return Err(other),
                     }
                 }
-                self.create_container(owner).await
+                let spec = ContainerSpec {
+                    memory_limit: memory_limit.map(str::to_string),
+                    ..self.default_spec()
+                };
+                self.create_container_with(owner, &spec).await.map(|(c, _)| c)
             }
         }
-    }
-
-    /// Claims a sandbox and opens a session for a new `auto` container of `owner`.
-    pub async fn create_container(&self, owner: &Owner) -> Result<Arc<Container>, ToolFailure> {
-        self.create_container_with(owner, &self.default_spec()).await.map(|(c, _)| c)
     }
 
     /// Claims a sandbox, opens a session and stores the new container.
@@ -346,7 +355,12 @@ impl CodeInterpreter {
     ) -> Result<(Arc<Container>, StoredContainer), ToolFailure> {
         let id = crate::ids::new_id(wire::CONTAINER_ID_PREFIX);
         let claim = match &self.sandboxes {
-            Sandboxes::Pool(pool) => pool.claim(&id, self.claim_ttl_for(spec.idle)).await?,
+            Sandboxes::Pool(client) => {
+                let pool = self
+                    .pool_for(spec.memory_limit.as_deref())
+                    .map_err(|reason| ToolFailure::InvalidArguments { reason })?;
+                client.claim(pool, &id, self.claim_ttl_for(spec.idle)).await?
+            }
             Sandboxes::Static(claim) => claim.clone(),
         };
         let opened = async {
@@ -627,6 +641,8 @@ impl CodeInterpreter {
         owner: &Owner,
         spec: &ContainerSpec,
     ) -> Result<StoredContainer, Error> {
+        self.pool_for(spec.memory_limit.as_deref())
+            .map_err(|message| Error::invalid_value("memory_limit", message))?;
         let (_, record) = self.create_container_with(owner, spec).await.map_err(api_error)?;
         Ok(record)
     }

@@ -95,7 +95,8 @@ impl CodeInterpreter {
             &config.pool,
             limits.request_timeout,
         )
-        .map_err(|e| Error::Internal(format!("`tools.code_interpreter.pool_manager`: {e}")))?;
+        .map_err(|e| Error::Internal(format!("`tools.code_interpreter.pool_manager`: {e}")))?
+        .with_pools_by_memory_limit(config.pools_by_memory_limit.clone());
         Ok(Self::with_pool(source, pool, agents, limits, config.naming)
             .with_stream_output(config.stream_output))
     }
@@ -192,7 +193,10 @@ impl CodeInterpreter {
 
     /// Runs `code` for the context's owner and container. Every path ends in an outcome.
     pub async fn run_code(&self, ctx: &ToolContext, code: String, item_id: &str) -> ToolOutcome {
-        let container = match self.resolve_container(&ctx.owner, &ctx.container).await {
+        let container = match self
+            .resolve_container(&ctx.owner, &ctx.container, ctx.memory_limit.as_deref())
+            .await
+        {
             Ok(container) => container,
             Err(failure) => {
                 let container_id = match &ctx.container {

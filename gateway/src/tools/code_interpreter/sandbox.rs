@@ -52,7 +52,10 @@ async fn error_of(response: reqwest::Response) -> (u16, Option<u64>, String, Str
 pub struct PoolClient {
     client: reqwest::Client,
     base: String,
+    /// The pool claims come from unless a memory_limit picks another.
     pool: String,
+    /// `tools.code_interpreter.pools_by_memory_limit`.
+    pools_by_memory_limit: std::collections::BTreeMap<String, String>,
 }
 
 impl PoolClient {
@@ -69,14 +72,51 @@ impl PoolClient {
             .timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(PoolClient { client, base: url.trim_end_matches('/').to_string(), pool: pool.into() })
+        Ok(PoolClient {
+            client,
+            base: url.trim_end_matches('/').to_string(),
+            pool: pool.into(),
+            pools_by_memory_limit: Default::default(),
+        })
+    }
+
+    /// Claims for a container asking for a memory_limit come from the pool mapped to it.
+    pub fn with_pools_by_memory_limit(
+        mut self,
+        pools: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.pools_by_memory_limit = pools;
+        self
+    }
+
+    /// The pool a container asking for `memory_limit` is claimed from; `Err` says why none is.
+    /// Without a mapping the one pool serves every memory_limit.
+    pub fn pool_for(&self, memory_limit: Option<&str>) -> Result<&str, String> {
+        match memory_limit {
+            Some(limit) if !self.pools_by_memory_limit.is_empty() => {
+                self.pools_by_memory_limit.get(limit).map(String::as_str).ok_or_else(|| {
+                    let offered: Vec<&str> =
+                        self.pools_by_memory_limit.keys().map(String::as_str).collect();
+                    format!(
+                        "memory_limit '{limit}' is not offered here; offered: {}.",
+                        offered.join(", ")
+                    )
+                })
+            }
+            _ => Ok(&self.pool),
+        }
     }
 
     /// Claims a sandbox for `session_key` (the container id: claiming again while the claim
     /// lives returns the same sandbox).
-    pub async fn claim(&self, session_key: &str, ttl: Duration) -> Result<Claim, ToolFailure> {
+    pub async fn claim(
+        &self,
+        pool: &str,
+        session_key: &str,
+        ttl: Duration,
+    ) -> Result<Claim, ToolFailure> {
         let request = ClaimRequest {
-            pool: self.pool.clone(),
+            pool: pool.to_string(),
             session_key: session_key.into(),
             ttl_secs: Some(ttl.as_secs().max(1)),
         };
