@@ -21,7 +21,7 @@ pub enum Command {
     /// model backend (ANTWORT_BACKEND_URL, or else antwort's scripted stand-in).
     ///
     /// Prints `antwort is ready: OPENAI_BASE_URL=http://ADDR/v1` on stdout once everything is
-    /// ready. Exits 0 after a signal-initiated stop, 1 when a component fails or dies (the others
+    /// ready. A second Ctrl-C during the stop kills what is left. Exits 0 after a signal-initiated stop, 1 when a component fails or dies (the others
     /// are stopped first), 64 for bad settings. Without ANTWORT_AUTH__* settings the gateway
     /// runs without user authentication; any other ANTWORT_* variable still configures the
     /// gateway (e.g. ANTWORT_STORE__URL=postgres://...).
