@@ -55,8 +55,8 @@ pub struct Component {
     exit: watch::Receiver<Option<Option<ExitStatus>>>,
 }
 
-/// Starts `command` as component `name`. Its `ANTWORT_*`-free environment, arguments and working
-/// folder are the caller's; stdio, the process group and the parent-death signal are set here.
+/// Starts `command` as component `name`. Its environment, arguments and working folder are the
+/// caller's; stdio, the process group and the parent-death signal are set here.
 pub fn spawn(
     name: &'static str,
     mut command: Command,
