@@ -10,7 +10,7 @@ use antwort_e2e::chart::{self, EXTRA_API_VERSIONS};
 use antwort_e2e::manifests::{self, get, of_kind, pod_spec};
 use antwort_e2e::security::{PodRole, pod_problems};
 use antwort_e2e::{tools, workspace};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// `--api-versions` arguments for a cluster with OpenShift Routes and SPIRE.
 fn full_cluster() -> Vec<String> {
@@ -228,6 +228,33 @@ fn three_gvisor_pools_render_as_asked() {
     assert!(
         except.as_array().expect("except").iter().any(|cidr| cidr == "10.0.0.0/8"),
         "{policy:#}"
+    );
+}
+
+/// Python pools of several sizes: the gateway maps code_interpreter's `memory_limit` to them;
+/// the SandboxPools themselves stay within their CRD.
+#[test]
+fn memory_limits_map_to_python_pools() {
+    let (_, docs) = render(Some("memory-limit-pools"), &[]);
+    let code = &gateway_config(&docs)["tools"]["code_interpreter"];
+    assert_eq!(code["pool"], "python", "{code:#}");
+    assert_eq!(
+        code["pools_by_memory_limit"],
+        json!({"1g": "python", "4g": "python-4g"}),
+        "{code:#}"
+    );
+    for pool in of_kind(&docs, "SandboxPool") {
+        assert!(pool["spec"].get("memoryLimit").is_none(), "{pool:#}");
+    }
+    let big = of_kind(&docs, "SandboxPool")
+        .into_iter()
+        .find(|p| manifests::name(p) == "python-4g")
+        .expect("the 4g pool");
+    assert_eq!(big["spec"]["resources"]["memory"], "4Gi");
+    // Without memoryLimit on any pool, the gateway config has no mapping (one pool serves all).
+    let (_, docs) = render(None, &[]);
+    assert!(
+        gateway_config(&docs)["tools"]["code_interpreter"].get("pools_by_memory_limit").is_none()
     );
 }
 
@@ -636,7 +663,7 @@ fn decode_base64(text: &str) -> String {
 /// message naming the value.
 #[test]
 fn bad_values_are_refused_with_a_clear_message() {
-    let cases: [(&[&str], &[&str]); 12] = [
+    let cases: [(&[&str], &[&str]); 15] = [
         (&["--set", "auth.apiKeys.generate=false"], &["nothing authenticates"]),
         (&["--set", "auth.oidc.issuer=https://id.example.com"], &["/auth/oidc/audience"]),
         (&["--set", "gatway.replicas=2"], &["gatway"]),
@@ -663,6 +690,36 @@ fn bad_values_are_refused_with_a_clear_message() {
         (
             &["--set", "pools[0].minReady=1", "--set", "pools[1].minReady=1"],
             &["pools[1].name", "\"python\" is used by another pool"],
+        ),
+        (
+            &["--set", "pools[0].minReady=1", "--set", "pools[0].memoryLimit=3g"],
+            &["/pools/0/memoryLimit", "one of"],
+        ),
+        (
+            &[
+                "--set",
+                "pools[0].minReady=1",
+                "--set",
+                "pools[0].kind=web-search",
+                "--set",
+                "pools[0].memoryLimit=4g",
+            ],
+            &["memoryLimit is for python pools"],
+        ),
+        (
+            &[
+                "--set",
+                "pools[0].minReady=1",
+                "--set",
+                "pools[0].memoryLimit=1g",
+                "--set",
+                "pools[1].name=other",
+                "--set",
+                "pools[1].minReady=1",
+                "--set",
+                "pools[1].memoryLimit=1g",
+            ],
+            &["memoryLimit 1g is served by another pool already"],
         ),
     ];
     for (args, needles) in cases {

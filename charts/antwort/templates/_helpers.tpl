@@ -120,6 +120,16 @@ on minReady > maxPods, which the schema cannot express.
 {{- if $p.runtimeClassName }}
 {{- $_ := set $pool "runtimeClassName" $p.runtimeClassName }}
 {{- end }}
+{{- with $p.memoryLimit }}
+{{- if ne $kind "python" }}
+{{- fail (printf "pools[%d] (%s): memoryLimit is for python pools (code_interpreter's memory_limit)" $i $name) }}
+{{- end }}
+{{- if hasKey $seen (printf "memoryLimit/%s" .) }}
+{{- fail (printf "pools[%d] (%s): memoryLimit %s is served by another pool already" $i $name .) }}
+{{- end }}
+{{- $_ := set $seen (printf "memoryLimit/%s" .) true }}
+{{- $_ := set $pool "memoryLimit" . }}
+{{- end }}
 {{- $out = append $out $pool }}
 {{- end }}
 {{- toYaml (dict "pools" $out) }}
