@@ -1,38 +1,37 @@
-//! Readiness checks over plain HTTP/1.0 (the admin and API listeners on loopback): enough for a
-//! status line and a small body, without an HTTP client dependency.
+//! Readiness checks over plain HTTP (the admin and API listeners on loopback).
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// A probe's answer may take this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bodies beyond this are cut (`/metrics` of one pool is a few KiB).
-const MAX_BODY: u64 = 1 << 20;
+
+/// One client for every probe (connections to the same listener are reused).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        // reqwest is built without a default TLS provider; the probes speak plain HTTP, but the
+        // client's TLS setup still wants one (ring, as everywhere in antwort).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds")
+    })
+}
 
 /// `GET http://addr/path`: the status code and body, or why there is none.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.take(MAX_BODY).read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::time::timeout(PROBE_TIMEOUT, exchange)
+    let response = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
         .await
-        .map_err(|_| format!("GET {path}: no answer within {PROBE_TIMEOUT:?}"))?
         .map_err(|error| format!("GET {path}: {error}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
-    Ok((status, body.to_owned()))
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|error| format!("GET {path}: {error}"))?;
+    Ok((status, body))
 }
 
 /// `GET path` answered 200, or the answer as the reason it is not ready.

@@ -1,8 +1,6 @@
-//! A minimal HTTP/1.0 client over a plain socket, for tests that talk JSON to a local listener
-//! (no HTTP client crate, no connection reuse: one request per connection, read to the end).
+//! A small blocking JSON client for tests that talk to a local listener: reqwest on a
+//! current-thread runtime of its own per request (the tests using it are synchronous).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,26 +30,23 @@ pub fn request(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text}")))?;
-    Ok(Answer { status, body: body.to_owned() })
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        // reqwest is built without a default TLS provider; ring, as everywhere in antwort.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            reqwest::Client::builder().timeout(TIMEOUT).build().map_err(std::io::Error::other)?;
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
+        let mut request = client.request(method, format!("http://{addr}{path}"));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(std::io::Error::other)?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(std::io::Error::other)?;
+        Ok(Answer { status, body })
+    })
 }
 
 /// [`request`] that panics when the exchange itself fails.

@@ -17,7 +17,7 @@
 //! - [`service`]: one workspace binary as a test's child process, its lines kept, killed on drop.
 //! - [`antwort_up`]: the whole stack by one command (`antwort up`) as a child process, its
 //!   "ready" block parsed, and a /proc scan for any process of the stack left behind.
-//! - [`http`]: a minimal HTTP/1.0 JSON client over a plain socket.
+//! - [`http`]: a small blocking JSON client (reqwest) for synchronous tests.
 //!
 //! Data flows one way: a test renders manifests with [`chart`], reads them with [`manifests`],
 //! checks them with [`security`] and [`chart::validate_offline`], and applies them to a
