@@ -142,7 +142,7 @@ impl Sessions {
             _slot: slot,
         });
         if let Err(e) = self.start_interpreter(&session).await {
-            remove_dirs(&session).await;
+            remove_dirs(None, &session).await;
             return Err(e);
         }
         self.sessions.lock().expect("sessions lock").insert(id, session.clone());
@@ -199,7 +199,7 @@ impl Sessions {
         if let Some(interpreter) = session.interpreter.lock().await.take() {
             interpreter.shutdown().await;
         }
-        remove_dirs(&session).await;
+        remove_dirs(Some(&self.launcher), &session).await;
         Ok(())
     }
 
@@ -511,7 +511,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("task: {e}")))?
 }
 
-async fn remove_dirs(session: &Session) {
+/// Removes the session's directories. With the spawner, the code's uid empties them first: the
+/// code may have made directories the agent cannot enter (`chmod 0500`); `None` when no code
+/// ever ran there.
+async fn remove_dirs(launcher: Option<&Launcher>, session: &Session) {
+    if let Some(Launcher::Spawner(client)) = launcher
+        && let Err(e) = client.clear(&session.id).await
+    {
+        tracing::warn!(error = %e, session = %session.id, "the spawner could not clear the files");
+    }
     let dirs = [session.workspace.clone(), session.scratch.clone()];
     let _ = tokio::task::spawn_blocking(move || {
         for dir in dirs {

@@ -379,12 +379,25 @@ async fn files_are_shared_between_the_agent_and_user_code() {
     let r = pod.execute(&s.id, "import os\nos.path.exists('out/deep/result.txt')").await;
     assert_eq!(r.value.as_deref(), Some("False"));
 
-    // Deleting the session removes everything, including directories the code made.
-    pod.execute(&s.id, "import os\nos.makedirs('x/y')\nopen('x/y/z', 'w').write('z')").await;
+    // Deleting the session removes everything, including directories the code made and locked
+    // the agent out of (the spawner, as the code's uid, empties them first).
+    let r = pod
+        .execute(
+            &s.id,
+            "import os\nos.makedirs('x/y')\nopen('x/y/z', 'w').write('z')\n\
+             os.makedirs('locked/in')\nopen('locked/in/f', 'w').write('f')\n\
+             os.chmod('locked/in', 0o500)\nos.chmod('locked', 0o500)\n\
+             os.makedirs(os.environ['HOME'] + '/.cache/deep')",
+        )
+        .await;
+    assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
+    let scratch = Path::new(&s.workspace).parent().expect("root").join(".scratch").join(&s.id);
+    assert!(scratch.join(".cache/deep").is_dir(), "HOME is the session's scratch");
     let r =
         pod.client.delete(pod.url(&format!("/v1/sessions/{}", s.id))).send().await.expect("delete");
     assert_eq!(r.status(), 204);
     assert!(!Path::new(&s.workspace).exists(), "the workspace is gone");
+    assert!(!scratch.exists(), "the scratch folder is gone");
     drop(pod);
 }
 

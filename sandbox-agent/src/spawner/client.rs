@@ -22,6 +22,8 @@ use crate::{Error, Result};
 
 /// How long connecting, a ping or a stats question may take.
 const QUICK: Duration = Duration::from_secs(2);
+/// How long emptying a session's directories may take.
+const CLEAR_WAIT: Duration = Duration::from_secs(60);
 
 /// Where the spawner listens, and who it must be.
 #[derive(Debug, Clone)]
@@ -85,6 +87,24 @@ impl SpawnerClient {
             Ok(Ok(other)) => Err(self.unavailable(format!("unexpected answer {other:?}"))),
             Ok(Err(e)) => Err(self.unavailable(e)),
             Err(_) => Err(self.unavailable("no answer to a ping")),
+        }
+    }
+
+    /// Has the spawner empty a session's directories (as the code's uid), before the agent
+    /// removes them.
+    pub async fn clear(&self, session: &str) -> Result<()> {
+        let mut stream = self.connect().await?;
+        let answer = timeout(CLEAR_WAIT, async {
+            write_frame(&mut stream, &Request::Clear { session: session.to_owned() }).await?;
+            read_frame::<_, Reply>(&mut stream).await
+        })
+        .await;
+        match answer {
+            Ok(Ok(Some(Reply::Cleared))) => Ok(()),
+            Ok(Ok(Some(Reply::Refused { message }))) => Err(Error::Internal(message)),
+            Ok(Ok(other)) => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+            Ok(Err(e)) => Err(self.unavailable(e)),
+            Err(_) => Err(self.unavailable("no answer to clear in time")),
         }
     }
 

@@ -163,6 +163,19 @@ async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
         Request::Spawn { session, generation, nonce } => {
             run_driver(stream, &shared, session, generation, nonce).await;
         }
+        Request::Clear { session } if valid_session(&session) => {
+            let dirs = [shared.root.join(&session), shared.root.join(".scratch").join(&session)];
+            let cleared = tokio::task::spawn_blocking(move || {
+                dirs.iter().filter(|dir| dir.exists()).try_for_each(|dir| empty_dir(dir))
+            })
+            .await;
+            let reply = match cleared {
+                Ok(Ok(())) => Reply::Cleared,
+                Ok(Err(e)) => refused(format!("clearing the session's files: {e}")),
+                Err(e) => refused(format!("clearing the session's files: {e}")),
+            };
+            let _ = write_frame(&mut stream, &reply).await;
+        }
         other => {
             let _ = write_frame(&mut stream, &refused(format!("{other:?} before spawn"))).await;
         }
@@ -171,6 +184,24 @@ async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
 
 fn refused(message: String) -> Reply {
     Reply::Refused { message }
+}
+
+/// Removes everything inside `dir` (not `dir` itself), making the code's directories writable
+/// first. We run as the code's uid: what it could delete, we may; nothing else. Symlinks are
+/// removed, never followed.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            empty_dir(&path)?;
+            std::fs::remove_dir(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Session ids are the agent's UUIDs; anything that could name another path is refused.

@@ -26,6 +26,9 @@ pub enum Request {
     Kill,
     /// OOM kills in the driver's cgroup so far.
     Stats,
+    /// Empty `session`'s workspace and scratch directories as the code's uid (the session is
+    /// being deleted; the agent may not be allowed into what the code locked up).
+    Clear { session: String },
 }
 
 /// From the spawner.
@@ -49,6 +52,7 @@ pub enum Reply {
     Stats {
         oom_kills: u64,
     },
+    Cleared,
 }
 
 /// Header and body of one frame.
