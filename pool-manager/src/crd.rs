@@ -120,6 +120,31 @@ impl Default for PoolResources {
     }
 }
 
+impl PoolResources {
+    /// `memory` in bytes (a Kubernetes quantity: `512Mi`, `2Gi`, `1G`, `1.5Gi`, `1073741824`);
+    /// `None` when it is not one. The local runtime gives each session this much.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        let text = self.memory.trim();
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, suffix) = text.split_at(split);
+        let factor: f64 = match suffix {
+            "" => 1.0,
+            "Ki" => 1024.0,
+            "Mi" => 1024f64.powi(2),
+            "Gi" => 1024f64.powi(3),
+            "Ti" => 1024f64.powi(4),
+            "k" => 1e3,
+            "M" => 1e6,
+            "G" => 1e9,
+            "T" => 1e12,
+            _ => return None,
+        };
+        let value: f64 = number.parse().ok()?;
+        let bytes = (value * factor).round();
+        (bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    }
+}
+
 fn default_cpu() -> String {
     "1".to_owned()
 }
@@ -202,6 +227,12 @@ impl SandboxPoolSpec {
         if self.idle_timeout_seconds == 0 {
             problems.push("spec.idleTimeoutSeconds: must be at least 1".to_owned());
         }
+        if self.resources.memory_bytes().is_none() {
+            problems.push(format!(
+                "spec.resources.memory: {:?} is not a memory quantity (e.g. 512Mi, 2Gi)",
+                self.resources.memory
+            ));
+        }
         for (index, caller) in self.allowed_callers.iter().enumerate() {
             // The same parser the agents use, so a pool never hands them an ID they refuse.
             if antwort_common::identity::SpiffeId::new(caller).is_err() {
@@ -237,6 +268,27 @@ mod tests {
         assert!(problems[0].starts_with("spec.minReady"));
         assert!(problems[1].starts_with("spec.allowedCallers[1]"));
         assert_eq!(spec(0, 0, &[]).problems(), vec!["spec.maxPods: must be at least 1"]);
+    }
+
+    #[test]
+    fn memory_quantities_in_bytes() {
+        let bytes = |memory: &str| {
+            PoolResources { memory: memory.to_owned(), ..PoolResources::default() }.memory_bytes()
+        };
+        assert_eq!(bytes("512Mi"), Some(512 << 20));
+        assert_eq!(bytes("2Gi"), Some(2 << 30));
+        assert_eq!(bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(bytes("1G"), Some(1_000_000_000));
+        assert_eq!(bytes("1048576"), Some(1 << 20));
+        for bad in ["", "lots", "5 gigs", "Gi", "0", "-1Gi"] {
+            assert_eq!(bytes(bad), None, "{bad:?}");
+        }
+        let mut bad = spec(1, 1, &[]);
+        bad.resources.memory = "lots".into();
+        assert_eq!(
+            bad.problems(),
+            vec!["spec.resources.memory: \"lots\" is not a memory quantity (e.g. 512Mi, 2Gi)"]
+        );
     }
 
     #[test]

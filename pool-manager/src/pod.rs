@@ -166,11 +166,11 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig)
     volumes.extend(identity.map(|identity| identity.volume(SANDBOX_UID)));
     let mut sandbox = None;
     if runs_code {
-        agent_env.extend(spawner_env(false));
+        agent_env.extend(spawner_env(false, spec.egress));
         agent_mounts.push(volume_mount("spawner", SPAWNER_DIR));
         volumes.push(empty_dir("spawner", "1Mi"));
         volumes.push(empty_dir("sandbox-tmp", &spec.resources.tmp_size));
-        sandbox = Some(sandbox_container(&spec.image, pool_limits));
+        sandbox = Some(sandbox_container(&spec.image, pool_limits, spec.egress));
     }
     let agent_limits = if runs_code { (AGENT_CPU, AGENT_MEMORY) } else { pool_limits };
     Pod {
@@ -233,12 +233,12 @@ pub fn render(pool: &SandboxPool, extra_callers: &[String], config: &KubeConfig)
 /// [`SANDBOX_UID`]. It starts the interpreters the agent asks for over the socket in
 /// [`SPAWNER_DIR`], so user code shares neither the agent's uid nor its identity volume (which
 /// only the agent mounts), and it carries the pool's resources.
-fn sandbox_container(image: &str, limits: (&str, &str)) -> Container {
+fn sandbox_container(image: &str, limits: (&str, &str), egress: bool) -> Container {
     Container {
         name: "sandbox".to_owned(),
         image: Some(image.to_owned()),
         args: Some(vec!["spawner".to_owned()]),
-        env: Some(spawner_env(true)),
+        env: Some(spawner_env(true, egress)),
         resources: Some(guaranteed(limits)),
         security_context: Some(hardened(Some(CODE_UID))),
         volume_mounts: Some(vec![
@@ -251,8 +251,10 @@ fn sandbox_container(image: &str, limits: (&str, &str)) -> Container {
 }
 
 /// The spawner settings both containers of a Python pod agree on (sandbox-agent
-/// `sandbox.spawner`, `sandbox.uid`/`gid`; the spawner also checks `sandbox.agent_uid`).
-fn spawner_env(for_spawner: bool) -> Vec<EnvVar> {
+/// `sandbox.spawner`, `sandbox.uid`/`gid`, `sandbox.network` from the pool's `egress`; the
+/// spawner also checks `sandbox.agent_uid`). Without `network`, an `egress: true` pool's
+/// NetworkPolicy would allow what the interpreter's confinement still denies.
+fn spawner_env(for_spawner: bool, egress: bool) -> Vec<EnvVar> {
     let var = |name: &str, value: String| EnvVar {
         name: name.to_owned(),
         value: Some(value),
@@ -262,6 +264,7 @@ fn spawner_env(for_spawner: bool) -> Vec<EnvVar> {
         var("ANTWORT_SANDBOX__SPAWNER", SPAWNER_SOCKET.to_owned()),
         var("ANTWORT_SANDBOX__UID", CODE_UID.to_string()),
         var("ANTWORT_SANDBOX__GID", SANDBOX_UID.to_string()),
+        var("ANTWORT_SANDBOX__NETWORK", egress.to_string()),
     ];
     if for_spawner {
         env.push(var("ANTWORT_SANDBOX__AGENT_UID", SANDBOX_UID.to_string()));
@@ -506,6 +509,19 @@ mod tests {
             assert_eq!(vars["ANTWORT_SANDBOX__SPAWNER"], SPAWNER_SOCKET);
             assert_eq!(vars["ANTWORT_SANDBOX__UID"], CODE_UID.to_string());
             assert_eq!(vars["ANTWORT_SANDBOX__GID"], SANDBOX_UID.to_string());
+            assert_eq!(vars["ANTWORT_SANDBOX__NETWORK"], "false", "the pool has no egress");
+        }
+        // A pool with egress lets the interpreters use the network the NetworkPolicy allows.
+        let open = render(&pool(SandboxKind::Python, true), &[], &config(None));
+        for container in &open.spec.as_ref().expect("spec").containers {
+            let network =
+                container.env.iter().flatten().find(|v| v.name == "ANTWORT_SANDBOX__NETWORK");
+            assert_eq!(
+                network.and_then(|v| v.value.as_deref()),
+                Some("true"),
+                "{}",
+                container.name
+            );
         }
         // The same image, running the spawner; each container has its own /tmp.
         assert_eq!(sandbox.image, agent.image);

@@ -287,6 +287,7 @@ fn agent_yaml(dir: &Path, spec: &SandboxPoolSpec, callers: &[String], uid: Optio
          identity:\n  source: files\n  dir: {svid}\n\
          workspace:\n  root: {workspace}\n\
          capabilities:\n  code: {code}\n  file_search: {file_search}\n  web_search: {web_search}\n\
+         limits:\n  memory_bytes: {memory}\n\
          sandbox:\n  network: {egress}\n",
         svid = serde_json::to_string(&dir.join("svid")).expect("paths serialize"),
         workspace = serde_json::to_string(&dir.join("workspace")).expect("paths serialize"),
@@ -294,6 +295,8 @@ fn agent_yaml(dir: &Path, spec: &SandboxPoolSpec, callers: &[String], uid: Optio
         file_search = spec.kind == SandboxKind::FileSearch,
         web_search = spec.kind == SandboxKind::WebSearch,
         egress = spec.egress,
+        // The pool's memory is each session's (validated as a quantity with the pool).
+        memory = spec.resources.memory_bytes().unwrap_or(1 << 30),
     );
     if let Some(uid) = uid {
         yaml.push_str(&format!("  uid: {uid}\n  gid: {uid}\n"));
