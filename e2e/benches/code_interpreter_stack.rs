@@ -10,7 +10,8 @@
 //!   until the pool is back at `minReady`, so every claim meets a warm pool.
 //!
 //! Target (issue 6, 2 cores): tool overhead at most 20 ms p50 for `print(1)` on a warm pool.
-//! The binaries are the workspace's debug builds (what the tests run).
+//! The binaries are release builds (`cargo bench` runs from the release folder, and the
+//! binaries are built beside it on first use).
 //!
 //! Run: `cargo bench -p antwort-e2e --bench code_interpreter_stack`.
 
@@ -136,7 +137,7 @@ fn main() {
 
         let base = results[0].1;
         println!(
-            "code_interpreter through antwort up (debug builds; {WARM_SAMPLES} sequential \
+            "code_interpreter through antwort up (release builds; {WARM_SAMPLES} sequential \
              responses per warm row, {NEW_CONTAINER_SAMPLES} for the new-container row), ms:"
         );
         for (name, p50, p99) in &results {
