@@ -87,11 +87,19 @@ pub struct PythonConfig {
     pub start_timeout_ms: u64,
     /// Run one execution at start and be ready only once it succeeded.
     pub warm_up: bool,
+    /// Keep one session's interpreter started ahead, so creating a session does not wait for
+    /// Python to start (it takes one of `limits.max_sessions`).
+    pub spare_session: bool,
 }
 
 impl Default for PythonConfig {
     fn default() -> Self {
-        Self { executable: "/usr/bin/python3".into(), start_timeout_ms: 20_000, warm_up: true }
+        Self {
+            executable: "/usr/bin/python3".into(),
+            start_timeout_ms: 20_000,
+            warm_up: true,
+            spare_session: true,
+        }
     }
 }
 

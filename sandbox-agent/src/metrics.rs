@@ -12,6 +12,8 @@ pub struct Metrics {
     executions: IntCounterVec,
     duration: HistogramVec,
     pub live_sessions: IntGauge,
+    /// 1 while a spare session waits to be handed out (`python.spare_session`).
+    pub spare_sessions: IntGauge,
 }
 
 impl Metrics {
@@ -34,14 +36,20 @@ impl Metrics {
         let live_sessions =
             IntGauge::new("antwort_agent_live_sessions", "Sessions that exist now.")
                 .expect("valid metric");
+        let spare_sessions = IntGauge::new(
+            "antwort_agent_spare_sessions",
+            "Sessions started ahead, waiting to be handed out.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(executions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(live_sessions.clone()),
+            Box::new(spare_sessions.clone()),
         ] {
             registry.register(collector).expect("registered once");
         }
-        Self { registry, executions, duration, live_sessions }
+        Self { registry, executions, duration, live_sessions, spare_sessions }
     }
 
     pub fn record_execution(&self, status: ExecStatus, seconds: f64) {

@@ -112,6 +112,8 @@ impl Agent {
                 return Err(Error::Internal(format!("warm-up execution printed {result:?}")));
             }
         }
+        // The first session asked for need not wait for Python to start either.
+        self.state.sessions.refill_spare();
         self.state.readiness.warmed_up.store(true, Ordering::SeqCst);
         tracing::info!("warm-up execution succeeded; ready");
         Ok(())

@@ -30,6 +30,13 @@ pub struct Sessions {
     launcher: Launcher,
     metrics: Metrics,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// A session started ahead (`python.spare_session`), listed nowhere: `create` hands it out
+    /// at once and starts the next in the background, so a new session does not wait for an
+    /// interpreter to start. It takes a `max_sessions` slot only when handed out (so there may
+    /// be one interpreter more than sessions).
+    spare: Mutex<Option<Arc<Session>>>,
+    /// Set while a spare is being started: one at a time.
+    refilling: AtomicBool,
     slots: Arc<Semaphore>,
     root: PathBuf,
     scratch_root: PathBuf,
@@ -38,8 +45,9 @@ pub struct Sessions {
 /// One session.
 pub struct Session {
     pub id: String,
-    label: Option<String>,
-    created_at: u64,
+    /// Set when the session is handed out (a spare is made before anyone names it).
+    label: Mutex<Option<String>>,
+    created_at: AtomicU64,
     workspace: PathBuf,
     scratch: PathBuf,
     /// `None` while the interpreter is dead. Held for the whole of an execution, so `try_lock`
@@ -52,7 +60,8 @@ pub struct Session {
     executions: AtomicU64,
     generation: AtomicU64,
     last_used: Mutex<Instant>,
-    _slot: OwnedSemaphorePermit,
+    /// Its `max_sessions` slot (none while it is the spare).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Sessions {
@@ -77,6 +86,8 @@ impl Sessions {
             launcher,
             metrics,
             sessions: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
+            refilling: AtomicBool::new(false),
             root,
             scratch_root,
         })
@@ -106,13 +117,77 @@ impl Sessions {
         all
     }
 
-    /// A new session with a live interpreter.
-    pub async fn create(&self, label: Option<String>) -> Result<SessionInfo> {
+    /// A new session with a live interpreter: the spare when there is one (then the next spare
+    /// starts in the background), else one started now.
+    pub async fn create(self: &Arc<Self>, label: Option<String>) -> Result<SessionInfo> {
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::TooManySessions(self.config.limits.max_sessions))?;
+        let spare = self.spare.lock().expect("spare lock").take();
+        self.metrics.spare_sessions.set(0);
+        let session = match spare {
+            Some(spare) if self.usable(&spare).await => spare,
+            Some(unusable) => {
+                discard(&self.launcher, unusable).await;
+                self.start_session().await?
+            }
+            None => self.start_session().await?,
+        };
+        *session.slot.lock().expect("slot lock") = Some(slot);
+        *session.label.lock().expect("label lock") = label;
+        session.created_at.store(workspace::unix_now(), Ordering::SeqCst);
+        *session.last_used.lock().expect("last_used lock") = Instant::now();
+        self.sessions.lock().expect("sessions lock").insert(session.id.clone(), session.clone());
+        self.metrics.live_sessions.inc();
+        self.refill_spare();
+        Ok(session.info())
+    }
+
+    /// Starts the next spare in the background, if spares are on and none is there or coming.
+    pub fn refill_spare(self: &Arc<Self>) {
+        if !(self.config.python.spare_session && self.config.capabilities.code) {
+            return;
+        }
+        if self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let sessions = Arc::clone(self);
+        tokio::spawn(async move {
+            if sessions.spare.lock().expect("spare lock").is_none() {
+                match sessions.start_session().await {
+                    Ok(started) => {
+                        *sessions.spare.lock().expect("spare lock") = Some(started);
+                        sessions.metrics.spare_sessions.set(1);
+                    }
+                    // The spawner away, ...: the next `create` starts its own session.
+                    Err(e) => tracing::debug!(error = %e, "no spare session"),
+                }
+            }
+            sessions.refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Whether the spare can be handed out: its interpreter still runs (and, with the spawner,
+    /// the spawner still answers: a spare outliving its spawner must not hide that it is gone).
+    async fn usable(&self, spare: &Session) -> bool {
+        if spare.dead.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Launcher::Spawner(client) = &self.launcher
+            && client.ping().await.is_err()
+        {
+            return false;
+        }
+        match spare.interpreter.try_lock() {
+            Ok(interpreter) => interpreter.as_ref().is_some_and(|i| !i.has_exited()),
+            Err(_) => false,
+        }
+    }
+
+    /// A session with a live interpreter, not yet listed and holding no slot.
+    async fn start_session(&self) -> Result<Arc<Session>> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let workspace = self.root.join(&id);
         let scratch = self.scratch_root.join(&id);
@@ -127,9 +202,9 @@ impl Sessions {
         };
         make_dirs()?;
         let session = Arc::new(Session {
-            id: id.clone(),
-            label,
-            created_at: workspace::unix_now(),
+            id,
+            label: Mutex::new(None),
+            created_at: AtomicU64::new(workspace::unix_now()),
             workspace,
             scratch,
             interpreter: tokio::sync::Mutex::new(None),
@@ -139,15 +214,13 @@ impl Sessions {
             executions: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             last_used: Mutex::new(Instant::now()),
-            _slot: slot,
+            slot: Mutex::new(None),
         });
         if let Err(e) = self.start_interpreter(&session).await {
             remove_dirs(None, &session).await;
             return Err(e);
         }
-        self.sessions.lock().expect("sessions lock").insert(id, session.clone());
-        self.metrics.live_sessions.inc();
-        Ok(session.info())
+        Ok(session)
     }
 
     async fn start_interpreter(&self, session: &Session) -> Result<()> {
@@ -203,8 +276,13 @@ impl Sessions {
         Ok(())
     }
 
-    /// Deletes every session (shutdown).
+    /// Deletes every session and the spare (shutdown).
     pub async fn delete_all(&self) {
+        let spare = self.spare.lock().expect("spare lock").take();
+        self.metrics.spare_sessions.set(0);
+        if let Some(spare) = spare {
+            discard(&self.launcher, spare).await;
+        }
         let ids: Vec<String> =
             self.sessions.lock().expect("sessions lock").keys().cloned().collect();
         for id in ids {
@@ -389,10 +467,10 @@ impl Session {
         };
         SessionInfo {
             id: self.id.clone(),
-            label: self.label.clone(),
+            label: self.label.lock().expect("label lock").clone(),
             state,
             workspace: self.workspace.display().to_string(),
-            created_at: self.created_at,
+            created_at: self.created_at.load(Ordering::SeqCst),
             executions: self.executions.load(Ordering::SeqCst),
             generation: self.generation.load(Ordering::SeqCst),
         }
@@ -509,6 +587,15 @@ async fn scan(
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("task: {e}")))?
+}
+
+/// Ends a session nobody was handed (a spare): its interpreter, then its directories.
+async fn discard(launcher: &Launcher, session: Arc<Session>) {
+    session.take_signaler().kill();
+    if let Some(interpreter) = session.interpreter.lock().await.take() {
+        interpreter.shutdown().await;
+    }
+    remove_dirs(Some(launcher), &session).await;
 }
 
 /// Removes the session's directories. With the spawner, the code's uid empties them first: the

@@ -332,3 +332,97 @@ async fn only_allowed_callers_get_in_and_health_metrics_work() {
     assert_eq!(r.status(), 404);
     agent.stop().await;
 }
+
+/// The session folders in the workspace root (the spare's included, which no list shows).
+fn session_dirs(agent: &TestAgent) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(agent.workspace.path())
+        .expect("workspace root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
+}
+
+/// Waits until a spare session is ready (the agent's `antwort_agent_spare_sessions` gauge),
+/// then returns the session folders.
+async fn wait_spare(agent: &TestAgent) -> std::collections::BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let plain = reqwest::Client::new();
+    loop {
+        let metrics = plain
+            .get(format!("{}/metrics", agent.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.lines().any(|l| l == "antwort_agent_spare_sessions 1") {
+            return session_dirs(agent);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no spare session:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `python.spare_session`: a session started ahead is what the next create hands out (no wait
+/// for Python), then the next spare starts; the spare is in no list, takes no `max_sessions`
+/// slot, is isolated like any session, and goes at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_session_is_handed_out_and_replaced() {
+    let mut agent = TestAgent::start_with(|c| c.limits.max_sessions = 2).await;
+    let spare = wait_spare(&agent).await;
+    assert_eq!(spare.len(), 1, "{spare:?}");
+    let list = |agent: &TestAgent| {
+        let url = agent.url("/v1/sessions");
+        let client = agent.client.clone();
+        async move {
+            let v: serde_json::Value =
+                client.get(url).send().await.expect("list").json().await.expect("json");
+            v["sessions"].as_array().expect("sessions").len()
+        }
+    };
+    assert_eq!(list(&agent).await, 0, "the spare is not listed");
+
+    let a = agent.create_session().await;
+    assert!(spare.iter().any(|dir| a.workspace.ends_with(dir.as_str())), "{a:?} from {spare:?}");
+    let next = wait_spare(&agent).await;
+    assert_eq!(next.len(), 2, "{next:?}");
+    let b = agent.create_session().await;
+    let b_dir = next.iter().find(|dir| !a.workspace.ends_with(dir.as_str())).expect("new spare");
+    assert!(b.workspace.ends_with(b_dir.as_str()), "{b:?} from {next:?}");
+    assert_eq!(list(&agent).await, 2);
+
+    // Two sessions are the limit: the spare started meanwhile does not count towards it.
+    wait_spare(&agent).await;
+    let refused = agent.client.post(agent.url("/v1/sessions")).send().await.expect("create");
+    assert_eq!(refused.status(), 429);
+
+    let r = agent.execute(&a.id, "secret = 41\nimport os\nos.getcwd()").await;
+    assert_eq!(r.status, ExecStatus::Ok, "{r:?}");
+    let r = agent.execute(&b.id, "secret").await;
+    assert_eq!(r.error.as_ref().map(|e| e.name.as_str()), Some("NameError"), "{r:?}");
+
+    // Keep the folder past the agent (which owns it) to look at it after shutdown.
+    let workspace = std::mem::replace(&mut agent.workspace, tempfile::tempdir().expect("tempdir"));
+    agent.stop().await;
+    let left: Vec<_> = std::fs::read_dir(workspace.path())
+        .expect("root")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "session folders left after shutdown: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_spare_no_session_is_started_ahead() {
+    let agent = TestAgent::start_with(|c| c.python.spare_session = false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(session_dirs(&agent).is_empty(), "{:?}", session_dirs(&agent));
+    let a = agent.create_session().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(session_dirs(&agent).len(), 1, "only the session asked for");
+    assert_eq!(agent.execute(&a.id, "print(2)").await.stdout, "2\n");
+    agent.stop().await;
+}

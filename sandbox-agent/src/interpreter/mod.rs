@@ -203,6 +203,11 @@ impl Interpreter {
         }
     }
 
+    /// Whether the driver is gone (its result pipe closed).
+    pub fn has_exited(&self) -> bool {
+        self.results.is_closed()
+    }
+
     /// The driver's pid (its process group id too), in its own container's pid namespace.
     pub fn pid(&self) -> i32 {
         self.proc.pid()
