@@ -1136,9 +1136,17 @@ impl PoolManager {
         Self::start_with_pools(dir, &["python"]).await
     }
 
-    /// Starts it with python pools named `pools` (each one warm sandbox, at most two) and
-    /// waits until each has a ready sandbox.
     async fn start_with_pools(dir: &std::path::Path, pools: &[&str]) -> PoolManager {
+        Self::start_configured(dir, pools, 600).await
+    }
+
+    /// Starts it with python pools named `pools` (each one warm sandbox, at most two, claims
+    /// idle `idle_timeout_secs` reclaimed) and waits until each has a ready sandbox.
+    async fn start_configured(
+        dir: &std::path::Path,
+        pools: &[&str],
+        idle_timeout_secs: u64,
+    ) -> PoolManager {
         use std::io::BufRead;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca_dir = dir.join("ca");
@@ -1168,6 +1176,7 @@ impl PoolManager {
                     "kind": "python",
                     "minReady": 1,
                     "maxPods": 2,
+                    "idleTimeoutSeconds": idle_timeout_secs,
                     "allowedCallers": [gateway_id],
                 })).collect::<Vec<_>>(),
             },
@@ -1395,4 +1404,72 @@ async fn manager_claims(manager: &PoolManager, name: &str, claimed: u64) {
         assert!(tokio::time::Instant::now() < deadline, "{name}: claimed stays {pool}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A gateway in front of `manager` for the claim keep-alive tests.
+async fn pooled_gateway(
+    dir: &std::path::Path,
+    manager: &PoolManager,
+    claim_renew_secs: u64,
+) -> Env {
+    let tools = format!(
+        "tools:\n  code_interpreter:\n    identity: {{ source: files, dir: \"{}\" }}\n    \
+         pool_manager: {{ url: \"{}\", spiffe_id: \"spiffe://{LOCAL_TRUST_DOMAIN}/ns/antwort/sa/pool-manager\" }}\n    \
+         agent_spiffe_ids: [{{ trust_domain: \"{LOCAL_TRUST_DOMAIN}\", path_prefix: /ns/local-sandboxes/ }}]\n    \
+         idle_timeout_secs: 600\n    claim_renew_secs: {claim_renew_secs}\n",
+        dir.join("gateway-svid").display(),
+        manager.api,
+    );
+    start_with(Engine::Memory, None, tempfile::tempdir().expect("tempdir"), &tools).await
+}
+
+/// One response of a chain: the scripted model runs `code` in the chain's `auto` container.
+async fn chained(env: &Env, previous: Option<&Value>, code: &str) -> Value {
+    env.backend.enqueue(Script::tool_call("python", json!({ "code": code }).to_string()));
+    env.backend.enqueue(Script::text("done"));
+    let mut body = json!({"model": "m", "input": "run",
+        "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+        "include": ["code_interpreter_call.outputs"]});
+    if let Some(previous) = previous {
+        body["previous_response_id"] = previous["id"].clone();
+    }
+    let (status, response) = call(&env.a, ALICE, "POST", "/v1/responses", Some(body)).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["status"], "completed", "{response}");
+    response
+}
+
+/// The gateway renews the claims of the containers it keeps, used or not
+/// (`claim_renew_secs`): a pool whose idle timeout is far shorter than the container's expiry
+/// does not take the sandbox away between the turns of a chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_containers_keep_their_sandbox_past_the_pools_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager = PoolManager::start_configured(dir.path(), &["python"], 3).await;
+    let env = pooled_gateway(dir.path(), &manager, 1).await;
+    let first = chained(&env, None, "kept = 41").await;
+    let container = first["output"][0]["container_id"].clone();
+    // Three times the pool's idle timeout without a use.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(manager.pool().await["claimed"], 1, "the claim is still held");
+    let second = chained(&env, Some(&first), "print(kept + 1)").await;
+    assert_eq!(second["output"][0]["container_id"], container, "{second}");
+    assert_eq!(logs(&second), "42\n", "{second}");
+}
+
+/// When the pool manager took the sandbox back anyway (here: renewals far apart), an `auto`
+/// chain goes on in a new container instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_chain_whose_sandbox_was_reclaimed_gets_a_new_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manager = PoolManager::start_configured(dir.path(), &["python"], 2).await;
+    let env = pooled_gateway(dir.path(), &manager, 3600).await;
+    let first = chained(&env, None, "kept = 41").await;
+    let container = first["output"][0]["container_id"].clone();
+    manager.wait_claimed(1).await;
+    manager.wait_claimed(0).await;
+    let second = chained(&env, Some(&first), "print('fresh', 'kept' in globals())").await;
+    assert_ne!(second["output"][0]["container_id"], container, "{second}");
+    assert_eq!(second["output"][0]["status"], "completed", "{second}");
+    assert_eq!(logs(&second), "fresh False\n", "{second}");
 }

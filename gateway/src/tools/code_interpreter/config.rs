@@ -47,6 +47,11 @@ pub struct CodeInterpreterConfig {
     /// A container unused this long expires and its claim is released (OpenAI: 20 minutes).
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// How often the claim of a container the gateway keeps is renewed at the pool manager,
+    /// used or not, in seconds. Keep it well below the pools' `idleTimeoutSeconds`, which then
+    /// only ends sandboxes whose gateway went away.
+    #[serde(default = "default_claim_renew_secs")]
+    pub claim_renew_secs: u64,
     /// Largest file the containers API accepts in one upload (`POST /v1/containers/{id}/files`);
     /// bigger ones get 413. The agent enforces its own limit too.
     #[serde(default = "default_max_upload_bytes")]
@@ -94,6 +99,9 @@ fn default_max_logs_bytes() -> usize {
 fn default_max_images() -> usize {
     8
 }
+fn default_claim_renew_secs() -> u64 {
+    60
+}
 fn default_idle_timeout_secs() -> u64 {
     20 * 60
 }
@@ -109,6 +117,7 @@ pub struct Limits {
     pub max_logs_bytes: usize,
     pub max_images: usize,
     pub idle_timeout: Duration,
+    pub claim_renew: Duration,
     pub max_upload_bytes: u64,
 }
 
@@ -120,6 +129,7 @@ impl Default for Limits {
             max_logs_bytes: default_max_logs_bytes(),
             max_images: default_max_images(),
             idle_timeout: Duration::from_secs(default_idle_timeout_secs()),
+            claim_renew: Duration::from_secs(default_claim_renew_secs()),
             max_upload_bytes: default_max_upload_bytes(),
         }
     }
@@ -133,6 +143,7 @@ impl CodeInterpreterConfig {
             max_logs_bytes: self.max_logs_bytes,
             max_images: self.max_images,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            claim_renew: Duration::from_secs(self.claim_renew_secs),
             max_upload_bytes: self.max_upload_bytes,
         }
     }
@@ -176,6 +187,7 @@ impl CodeInterpreterConfig {
             ("exec_timeout_ms", self.exec_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("idle_timeout_secs", self.idle_timeout_secs),
+            ("claim_renew_secs", self.claim_renew_secs),
             ("max_logs_bytes", self.max_logs_bytes as u64),
             ("max_upload_bytes", self.max_upload_bytes),
         ] {

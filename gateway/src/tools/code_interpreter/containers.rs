@@ -64,6 +64,8 @@ pub struct Container {
 
 struct State {
     claim: Claim,
+    /// When `claim` was granted or last renewed (as far as this replica knows).
+    claim_renewed: Instant,
     last_used: Instant,
 }
 
@@ -83,7 +85,11 @@ impl Container {
             session_id,
             idle,
             exec: tokio::sync::Mutex::new(()),
-            state: Mutex::new(State { claim, last_used: Instant::now() }),
+            state: Mutex::new(State {
+                claim,
+                claim_renewed: Instant::now(),
+                last_used: Instant::now(),
+            }),
         }
     }
 
@@ -105,7 +111,14 @@ impl Container {
     }
 
     pub fn set_claim(&self, claim: Claim) {
-        self.state().claim = claim;
+        let mut state = self.state();
+        state.claim = claim;
+        state.claim_renewed = Instant::now();
+    }
+
+    /// How long ago the claim was granted or renewed.
+    pub fn claim_age(&self) -> Duration {
+        self.state().claim_renewed.elapsed()
     }
 
     /// The file id of a workspace path ([`container_file_id`]).
@@ -331,7 +344,13 @@ impl CodeInterpreter {
             ContainerBinding::Auto { current } => {
                 if let Some(id) = current {
                     match self.open_container(&access, id).await {
-                        Ok(container) => return Ok(container),
+                        Ok(container) => match self.keep_claim(&container).await {
+                            // The pool manager took its sandbox back (the gateway was away, or
+                            // the pool's idle timeout is shorter than the renewals): `auto`
+                            // goes on in a new container, as after an expiry.
+                            Err(ToolFailure::ContainerNotFound { .. }) => {}
+                            _ => return Ok(container),
+                        },
                         // Gone or expired: `auto` makes a new one.
                         Err(ToolFailure::ContainerNotFound { .. })
                         | Err(ToolFailure::ContainerExpired { .. }) => {}
@@ -596,17 +615,23 @@ impl CodeInterpreter {
             }
             Err(err) => tracing::warn!(error = %err, "listing idle containers failed"),
         }
-        // Handles on containers another replica expired or deleted.
         for container in self.containers.all() {
-            if container.busy_or_recent() {
-                continue;
-            }
-            match self.store.get_container(&Access::owner(&container.owner), &container.id).await {
-                Ok(Some(record)) if record.status == ContainerStatus::Running => {}
-                Ok(_) => {
-                    self.containers.remove_id(&container.id);
+            // Handles on containers another replica expired or deleted go.
+            if !container.busy_or_recent() {
+                let access = Access::owner(&container.owner);
+                match self.store.get_container(&access, &container.id).await {
+                    Ok(Some(record)) if record.status == ContainerStatus::Running => {}
+                    Ok(_) => {
+                        self.containers.remove_id(&container.id);
+                        continue;
+                    }
+                    Err(_) => continue,
                 }
-                Err(_) => {}
+            }
+            // The rest are renewed while kept, running code or not: the pool's idle timeout
+            // must not end a sandbox under a container that has not expired here.
+            if let Err(failure) = self.keep_claim(&container).await {
+                tracing::info!(container = %container.id, code = failure.code(), "keeping a claim failed");
             }
         }
         reaped
@@ -618,6 +643,7 @@ impl CodeInterpreter {
     /// at the pool manager unless used.
     pub async fn run_reaper(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let every = (self.limits.idle_timeout / 4)
+            .min(self.limits.claim_renew / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -170,12 +170,17 @@ impl CodeInterpreter {
         &self.containers
     }
 
-    /// Keeps a pooled claim alive while its container is used.
+    /// Renews a pooled claim when it was last renewed `claim_renew` ago or more (on use, and
+    /// from the reaper while the container is kept).
     async fn keep_claim(&self, container: &Container) -> Result<(), ToolFailure> {
         let Sandboxes::Pool(pool) = &self.sandboxes else { return Ok(()) };
         let claim = container.claim();
         let now = crate::ids::unix_now().max(0) as u64;
-        if claim.expires_at.saturating_sub(now) > container.idle.as_secs() {
+        // Due by age, or early when the claim would lapse before the next due renewal (the
+        // pool manager may grant less than asked).
+        let lapses_soon =
+            claim.expires_at.saturating_sub(now) <= 2 * self.limits.claim_renew.as_secs();
+        if container.claim_age() < self.limits.claim_renew && !lapses_soon {
             return Ok(());
         }
         match pool.renew(&claim.claim_id, self.claim_ttl_for(container.idle)).await? {
