@@ -26,6 +26,9 @@ pub struct MemoryStore {
 struct State {
     /// By id; ids are time-ordered, so this is creation order.
     responses: BTreeMap<String, ResponseEntry>,
+    /// Ids of responses that were queued (a superset of those still `queued`; others are
+    /// dropped when met), so workers polling for work do not scan every stored response.
+    queued: std::collections::BTreeSet<String>,
     conversations: BTreeMap<String, ConversationEntry>,
     /// By id (creation order).
     containers: BTreeMap<String, StoredContainer>,
@@ -183,6 +186,9 @@ impl Store for MemoryStore {
                         events,
                     },
                 );
+                if response.status == ResponseStatus::Queued {
+                    state.queued.insert(response.id.clone());
+                }
                 if let Some(conversation) = &response.conversation_id
                     && is_terminal(response.status)
                 {
@@ -217,6 +223,9 @@ impl Store for MemoryStore {
                         state.append_to_conversation(&conversation, &input);
                         state.append_to_conversation(&conversation, output_items(response));
                     }
+                }
+                if status == ResponseStatus::Queued {
+                    state.queued.insert(id.to_string());
                 }
                 true
             }))
@@ -331,10 +340,14 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<Claim>>> {
         Box::pin(async move {
             Ok(self.with(|state| {
-                let entry = state
-                    .responses
-                    .values_mut()
-                    .find(|e| e.stored.status == ResponseStatus::Queued)?;
+                let entry = loop {
+                    let id = state.queued.pop_first()?;
+                    if let Some(entry) = state.responses.get_mut(&id)
+                        && entry.stored.status == ResponseStatus::Queued
+                    {
+                        break entry;
+                    }
+                };
                 let lease_expires_at = now_millis() + lease.as_millis() as i64;
                 entry.stored.status = ResponseStatus::InProgress;
                 entry.worker = Some(worker.to_string());
@@ -410,6 +423,7 @@ impl Store for MemoryStore {
                     e.stored.status = ResponseStatus::Queued;
                     e.worker = None;
                     e.lease_expires_at = None;
+                    state.queued.insert(id.to_string());
                     true
                 }
                 _ => false,
