@@ -1123,7 +1123,18 @@ struct PoolManager {
 const LOCAL_TRUST_DOMAIN: &str = "antwort.local-test";
 
 impl Drop for PoolManager {
+    /// SIGTERM first: the pool manager then stops the agent processes it started (a SIGKILL
+    /// would leave them running); SIGKILL only if it does not exit in time.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
