@@ -4,7 +4,8 @@
 //!
 //! Two layouts exist in the wild, so this is an enum: cgroup v1 (one hierarchy per controller,
 //! what this testbed has) and v2 (one unified hierarchy, what production nodes usually run). Each
-//! agent makes its own parent (`<own cgroup>/antwort-<pid>-<n>`) and one child per interpreter.
+//! agent makes its own parent (`<own cgroup>/antwort-<pid>-<n>-<random>`, always new) and one
+//! child per interpreter.
 
 use std::fs;
 use std::io::Write;
@@ -45,10 +46,13 @@ impl Cgroups {
     /// Sets up the agent's parent cgroup according to `mode`. `auto` falls back to `None` (with a
     /// warning) when no usable hierarchy exists or it is not writable.
     pub fn setup(mode: CgroupMode, parent: Option<&str>) -> Result<Self> {
+        // Unique beyond the pid: a parent left behind by an earlier process with the same pid
+        // (another uid, perhaps) must never be taken for ours.
         let name = format!(
-            "antwort-{}-{}",
+            "antwort-{}-{}-{}",
             std::process::id(),
-            PARENT_COUNTER.fetch_add(1, Ordering::Relaxed)
+            PARENT_COUNTER.fetch_add(1, Ordering::Relaxed),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let attempt = |version: CgroupMode| -> Result<Self> {
             match version {
@@ -229,7 +233,7 @@ fn setup_v1(parent: Option<&str>, name: &str) -> Result<Cgroups> {
                 .unwrap_or_default(),
         };
         let dir = hierarchy.join(base).join(name);
-        mkdir(&dir)?;
+        mkdir_new(&dir)?;
         dirs.push(dir);
     }
     let pids = dirs.pop().expect("two dirs");
@@ -264,7 +268,7 @@ fn setup_v2(parent: Option<&str>, name: &str) -> Result<Cgroups> {
     write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
     write(&base.join("cgroup.subtree_control"), "+memory +pids")?;
     let parent = base.join(name);
-    mkdir(&parent)?;
+    mkdir_new(&parent)?;
     write(&parent.join("cgroup.subtree_control"), "+memory +pids")?;
     Ok(Cgroups::V2 { parent })
 }
@@ -288,6 +292,11 @@ fn mkdir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(Error::Internal(format!("mkdir {}: {e}", dir.display()))),
     }
+}
+
+/// Our own parent: made now, so it is ours and writable (an existing one is refused).
+fn mkdir_new(dir: &Path) -> Result<()> {
+    fs::create_dir(dir).map_err(|e| Error::Internal(format!("mkdir {}: {e}", dir.display())))
 }
 
 fn write(file: &Path, value: &str) -> Result<()> {
