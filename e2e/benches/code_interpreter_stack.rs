@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use antwort_e2e::antwort_up::AntwortUp;
+use antwort_e2e::antwort_up::{self, AntwortUp};
 use serde_json::{Value, json};
 
 const WARM_SAMPLES: usize = 200;
@@ -63,18 +63,6 @@ async fn timed(client: &reqwest::Client, url: &str, body: &Value) -> (Duration, 
     (elapsed, answer)
 }
 
-/// Warm sandboxes of the `python` pool, from the pool manager's metrics.
-async fn ready_sandboxes(client: &reqwest::Client, admin: &str) -> u32 {
-    let Ok(response) = client.get(format!("{admin}/metrics")).send().await else { return 0 };
-    let metrics = response.text().await.unwrap_or_default();
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("antwort_pool_sandboxes{"))
-        .find(|line| line.contains("pool=\"python\"") && line.contains("state=\"ready\""))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |value| value as u32)
-}
-
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -86,14 +74,7 @@ fn main() {
         &[("ANTWORT_TOOLS__CODE_INTERPRETER__IDLE_TIMEOUT_SECS", "1")],
     );
     let ready = up.wait_ready();
-    let admin = ready
-        .text
-        .split("admin ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the pool manager's admin address")
-        .trim_end_matches(',')
-        .to_owned();
+    let admin = ready.pool_manager_admin.clone();
     let url = format!("{}/responses", ready.base_url);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
     rt.block_on(async {
@@ -122,7 +103,9 @@ fn main() {
         let mut samples = Vec::with_capacity(NEW_CONTAINER_SAMPLES);
         for _ in 0..NEW_CONTAINER_SAMPLES {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while ready_sandboxes(&client, &admin).await < MIN_READY {
+            while antwort_up::ready_sandboxes(&client, &admin, "python").await.unwrap_or(0)
+                < MIN_READY
+            {
                 assert!(Instant::now() < deadline, "the pool did not refill:\n{}", up.log());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -28,6 +28,10 @@ pub struct Ready {
     /// `127.0.0.1:PORT` of the gateway.
     pub addr: String,
     pub gateway_pid: u32,
+    /// `127.0.0.1:PORT` of the pool manager's claim API (mTLS).
+    pub pool_manager_api: String,
+    /// `http://127.0.0.1:PORT` of the pool manager's admin listener (`/metrics`).
+    pub pool_manager_admin: String,
     pub pool_manager_pid: u32,
     /// The scripted backend's pid when `antwort up` started one.
     pub scripted_backend_pid: Option<u32>,
@@ -183,14 +187,34 @@ fn parse_ready(text: &str) -> Ready {
         let line = text.lines().find(|line| line.trim_start().starts_with(prefix))?;
         line.split("pid ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     };
+    // `pool manager   claim API https://ADDR (mTLS), admin http://ADDR (pid N); ...`
+    let word_after = |marker: &str| -> String {
+        let at = text.find(marker).unwrap_or_else(|| panic!("no `{marker}` in {text}"));
+        text[at + marker.len()..].split([' ', ',']).next().expect("a word").to_owned()
+    };
     Ready {
         gateway_pid: pid_on("gateway").expect("gateway pid"),
+        pool_manager_api: word_after("claim API https://"),
+        pool_manager_admin: word_after("admin "),
         pool_manager_pid: pid_on("pool manager").expect("pool manager pid"),
         scripted_backend_pid: pid_on("model backend"),
         base_url,
         addr,
         text: text.to_owned(),
     }
+}
+
+/// Warm sandboxes of `pool`, from the pool manager's `/metrics` at `admin` (`None` when it
+/// does not answer).
+pub async fn ready_sandboxes(client: &reqwest::Client, admin: &str, pool: &str) -> Option<u32> {
+    let metrics = client.get(format!("{admin}/metrics")).send().await.ok()?.text().await.ok()?;
+    let pool = format!("pool=\"{pool}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("antwort_pool_sandboxes{"))
+        .find(|line| line.contains(&pool) && line.contains("state=\"ready\""))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u32)
 }
 
 /// Live processes (zombies excluded) that belong to a stack whose data folder is `dir`: their

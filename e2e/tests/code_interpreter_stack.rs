@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use antwort_common::identity::dev_ca::DevCa;
 use antwort_common::identity::{IdentityConfig, PeerPolicy, SharedSource, mtls_client, wait_ready};
-use antwort_e2e::antwort_up::{AntwortUp, Ready};
+use antwort_e2e::antwort_up::{self, AntwortUp, Ready};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
@@ -55,22 +55,6 @@ impl Stack {
 
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
-    }
-
-    /// A `https://`/`http://` address the ready block names on the line starting with `label`
-    /// after `marker` (e.g. `claim API https://`).
-    fn address(&self, marker: &str) -> String {
-        let at = self
-            .ready
-            .text
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {}", self.ready.text));
-        self.ready.text[at + marker.len()..]
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .next()
-            .expect("an address")
-            .trim_end_matches("/v1")
-            .to_owned()
     }
 
     async fn post(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
@@ -115,15 +99,7 @@ impl Stack {
     }
 
     async fn ready_sandboxes(&self) -> Option<u32> {
-        let admin = self.address("admin ");
-        let metrics =
-            self.http.get(format!("{admin}/metrics")).send().await.ok()?.text().await.ok()?;
-        metrics
-            .lines()
-            .filter(|line| line.starts_with("antwort_pool_sandboxes{"))
-            .find(|line| line.contains("pool=\"python\"") && line.contains("state=\"ready\""))
-            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|value| value as u32)
+        antwort_up::ready_sandboxes(&self.http, &self.ready.pool_manager_admin, "python").await
     }
 }
 
@@ -418,8 +394,7 @@ async fn client_as(dir: &Path, server_id: &str) -> (SharedSource, reqwest::Clien
 async fn components_refuse_plain_http_and_foreign_identities() {
     let stack = Stack::start(&["--pool-min-ready", "1"], &[]);
     let data = stack.data_dir();
-    let api = stack.address("claim API ");
-    let api_addr = api.trim_start_matches("https://").to_owned();
+    let api_addr = stack.ready.pool_manager_api.clone();
     let trust_domain = "antwort.local";
     let manager_id = format!("spiffe://{trust_domain}/ns/antwort/sa/pool-manager");
     // A workload of the same trust domain, but not the gateway.

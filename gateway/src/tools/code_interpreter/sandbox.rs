@@ -45,6 +45,12 @@ async fn error_of(response: reqwest::Response) -> (u16, Option<u64>, String, Str
     }
 }
 
+/// A refusal by the agent as the failure the model reads: `what: <status> <code>: <message>`.
+async fn refused(what: &str, response: reqwest::Response) -> ToolFailure {
+    let (status, _, code, message) = error_of(response).await;
+    unavailable(what, format!("{status} {code}: {message}"))
+}
+
 // === pool manager ===
 
 /// The claim API client: talks only to a server presenting the pool manager's SPIFFE ID.
@@ -233,8 +239,7 @@ impl AgentClient {
         if response.status().is_success() {
             return response.json().await.map_err(|e| unavailable("agent answer", e));
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("session refused", format!("{status} {code}: {message}")))
+        Err(refused("session refused", response).await)
     }
 
     /// `None` when the agent no longer has the session (restarted agent, reaped session).
@@ -252,8 +257,7 @@ impl AgentClient {
         if response.status().is_success() {
             return response.json().await.map(Some).map_err(|e| unavailable("agent answer", e));
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("session lookup", format!("{status} {code}: {message}")))
+        Err(refused("session lookup", response).await)
     }
 
     /// Brings a dead interpreter back (state is lost).
@@ -269,8 +273,7 @@ impl AgentClient {
                 .await
                 .map_err(|e| unavailable("agent unreachable", chain(&e)))?;
             if !response.status().is_success() {
-                let (status, _, code, message) = error_of(response).await;
-                return Err(unavailable("restart", format!("{status} {code}: {message}")));
+                return Err(refused("restart", response).await);
             }
         }
         Ok(())
@@ -445,8 +448,7 @@ impl AgentClient {
         if response.status().is_success() {
             return response.json().await.map_err(|e| unavailable("agent answer", e));
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("file list refused", format!("{status} {code}: {message}")))
+        Err(refused("file list refused", response).await)
     }
 
     /// Streams `body` into the workspace at `path` (the agent installs it only when complete).
@@ -492,8 +494,7 @@ impl AgentClient {
         if response.status().is_success() {
             return Ok(Some(response));
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("download refused", format!("{status} {code}: {message}")))
+        Err(refused("download refused", response).await)
     }
 
     /// Deletes `path` from the workspace; `false` when it was not there.
@@ -511,8 +512,7 @@ impl AgentClient {
         if response.status().is_success() {
             return Ok(true);
         }
-        let (status, _, code, message) = error_of(response).await;
-        Err(unavailable("file delete refused", format!("{status} {code}: {message}")))
+        Err(refused("file delete refused", response).await)
     }
 }
 
